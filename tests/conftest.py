@@ -39,6 +39,15 @@ def _write_tiny_bert(folder: Path, hidden_size: int = 32, layers: int = 2) -> Pa
     return folder
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run far faster on one thread than with OpenMP threads contending for 2 cores."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_backbone(tmp_path_factory) -> str:
     """Path to a tiny random BERT (2 layers, hidden 32) with tokenizer, usable as any ``from_backbone`` name."""

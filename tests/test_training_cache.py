@@ -1,0 +1,202 @@
+"""Cached backbone features: same gradients as the token path, reuse, invalidation, atomic builds."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import datasets
+import pytest
+import torch
+from torch import nn
+
+from hf_projections import ColBERTModel, DenseEmbeddingModel
+from hf_projections.training import (
+    ProjectionCollator,
+    build_cached_pairs,
+    build_feature_cache,
+    encode_from_cache,
+    set_trainable,
+    train_from_cache,
+)
+from hf_projections.training import cache as cache_module
+from hf_projections.training.cache import backbone_states, check_layerwise_backbone, run_layers
+from hf_projections.training.cached_training import cached_loss
+from hf_projections.training.losses import ContrastiveLoss
+from hf_projections.training.modes import eval_frozen_modules
+from hf_projections.training.trainer import embed_token_batch
+
+ROWS = {
+    "query": ["the cat", "a dog", "gene study", "cancer risk"],
+    "positive": ["cat is the", "dog of a", "the gene claim study", "risk of cancer drug"],
+    "negative_1": ["gene", "cat", "dog of the", "the"],
+}
+TEXTS = ["the cat is a dog", "gene", "cancer risk of drug effect in the study", "gene"]
+
+
+def make(cls, tiny_backbone, seed=0):
+    torch.manual_seed(seed)
+    model = cls.from_backbone(tiny_backbone, projection="ffn2-x2-res", dim=16, query_max_length=8, document_max_length=16)
+    for module in model.modules():  # the top-k comparison needs the same (no) dropout on both paths
+        if isinstance(module, nn.Dropout):
+            module.p = 0.0
+    return model
+
+
+def gradients(model):
+    return {n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+
+
+@pytest.mark.parametrize("cls", [ColBERTModel, DenseEmbeddingModel])
+@pytest.mark.parametrize("mode", ["head", "top-1"])
+@pytest.mark.parametrize("dtype, atol", [("float32", 1e-6), ("float16", 2e-3)])
+def test_cached_step_has_uncached_gradients(tiny_backbone, tmp_path, cls, mode, dtype, atol):
+    model = make(cls, tiny_backbone)
+    rows = datasets.Dataset.from_dict(ROWS)
+    data = build_cached_pairs(model, rows, mode=mode, cache_dir=tmp_path, dtype=dtype)
+    loss = ContrastiveLoss()
+    set_trainable(model, mode)
+    model.train()
+    eval_frozen_modules(model)
+
+    uncached = loss(*embed_token_batch(model, ProjectionCollator(model)(rows.to_list())))
+    uncached.backward()
+    expected = gradients(model)
+    model.zero_grad(set_to_none=True)
+    cached = cached_loss(model, data.collate(range(len(rows))), loss, data.layer)
+    cached.backward()
+    actual = gradients(model)
+
+    assert set(actual) == set(expected) and any(n.startswith("projection.") for n in actual)
+    assert (mode == "top-1") == any(n.startswith("backbone.") for n in actual)
+    assert cached.item() == pytest.approx(uncached.item(), abs=atol * 10)
+    for name, grad in expected.items():
+        scale = grad.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(actual[name] / scale, grad / scale, atol=atol, rtol=0, msg=name)
+
+
+def test_layerwise_backbone_matches_full_forward(tiny_backbone):
+    model = make(ColBERTModel, tiny_backbone).eval()
+    inputs = dict(model.tokenize(TEXTS, is_query=False))
+    mask = inputs["attention_mask"].bool()
+    full = model.backbone(**inputs).last_hidden_state
+    for layer in (0, 1, 2):
+        finished = run_layers(model.backbone, backbone_states(model.backbone, inputs, layer), mask, layer)
+        torch.testing.assert_close(finished[mask], full[mask], atol=1e-6, rtol=0)
+
+
+def count_backbone_calls(model):
+    calls = []
+    handles = [
+        model.backbone.register_forward_hook(lambda *_: calls.append("backbone")),
+        model.backbone.embeddings.register_forward_hook(lambda *_: calls.append("embeddings")),
+    ]
+    return calls, handles
+
+
+def test_cache_is_reused_and_invalidated(tiny_backbone, tmp_path):
+    model = make(ColBERTModel, tiny_backbone)
+    calls, _ = count_backbone_calls(model)
+    first = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path)
+    assert calls and len(first) == 3  # duplicates stored once
+    calls.clear()
+    again = build_feature_cache(model, list(TEXTS), is_query=False, cache_dir=tmp_path)
+    assert calls == [] and again.path == first.path
+
+    keys = {first.key}
+
+    def new_key(**kwargs):
+        options = dict(texts=TEXTS, is_query=False, cache_dir=tmp_path)
+        options.update(kwargs)
+        key = build_feature_cache(model, **options).key
+        assert key not in keys, kwargs
+        keys.add(key)
+
+    new_key(is_query=True)
+    new_key(texts=TEXTS + ["a new text"])
+    new_key(layer=1)
+    new_key(dtype="float32")
+    model.config.document_max_length = 12
+    new_key()
+    with torch.no_grad():
+        model.backbone.embeddings.word_embeddings.weight[5, 0] += 1.0
+    new_key()
+    # a layer cache ignores the layers above it (a top-k-trained model still matches it) ...
+    layer_cache = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, layer=1)
+    with torch.no_grad():
+        model.backbone.encoder.layer[1].output.dense.weight.mul_(2.0)
+    calls.clear()
+    assert build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, layer=1).key == layer_cache.key
+    assert calls == []
+    # ... but not the layers below it
+    with torch.no_grad():
+        model.backbone.encoder.layer[0].output.dense.weight.mul_(2.0)
+    assert build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, layer=1).key != layer_cache.key
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".building")]
+
+
+def test_killed_build_leaves_no_cache(tiny_backbone, tmp_path, monkeypatch):
+    model = make(ColBERTModel, tiny_backbone)
+    calls = {"n": 0}
+    real = cache_module.backbone_states
+
+    def dies_on_second_batch(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(cache_module, "backbone_states", dies_on_second_batch)
+    with pytest.raises(KeyboardInterrupt):
+        build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, batch_size=1)
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(cache_module, "backbone_states", real)
+    built = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, batch_size=1)
+    meta = json.loads((built.path / "meta.json").read_text())
+    assert meta["n_tokens"] == int(built.lengths.sum()) and meta["description"]["texts"]
+
+
+@pytest.mark.parametrize("cls", [ColBERTModel, DenseEmbeddingModel])
+def test_encode_from_cache_matches_encoding(tiny_backbone, tmp_path, cls):
+    model = make(cls, tiny_backbone)
+    for layer in (None, 1):
+        cache = build_feature_cache(model, TEXTS, is_query=True, cache_dir=tmp_path, layer=layer, dtype="float32")
+        from_cache = encode_from_cache(model, cache, TEXTS)
+        direct = model.encode_queries(TEXTS)
+        if cls is ColBERTModel:
+            assert [e.shape for e in from_cache] == [e.shape for e in direct]
+            for a, b in zip(from_cache, direct):
+                torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+        else:
+            torch.testing.assert_close(from_cache, direct, atol=1e-5, rtol=0)
+
+
+def test_train_from_cache_learns_and_logs(tiny_backbone, tmp_path):
+    model = make(ColBERTModel, tiny_backbone)
+    data = build_cached_pairs(model, datasets.Dataset.from_dict(ROWS), mode="head", cache_dir=tmp_path)
+    loss = ContrastiveLoss()
+    model.eval()
+    with torch.no_grad():
+        before = cached_loss(model, data.collate(range(4)), loss, None).item()
+    backbone_before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
+    stats = train_from_cache(model, data, mode="head", max_steps=40, batch_size=4, learning_rate=1e-2,
+                             log_path=tmp_path / "log.jsonl", logging_steps=10, show_progress_bar=False)
+    with torch.no_grad():
+        after = cached_loss(model, data.collate(range(4)), loss, None).item()
+    assert stats["steps"] == 40 and stats["samples"] == 160
+    assert after < 0.5 * before, (before, after)
+    assert all(torch.equal(p, backbone_before[n]) for n, p in model.backbone.named_parameters())
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [10, 20, 30, 40] and "lr_head" in lines[0]
+    with pytest.raises(ValueError, match="layer"):
+        train_from_cache(model, data, mode="top-1", max_steps=1, batch_size=4)
+
+
+def test_unsupported_backbone_has_clear_error():
+    class FakeConfig:
+        model_type = "gpt2"
+
+    fake = nn.Module()
+    fake.config = FakeConfig()
+    with pytest.raises(ValueError, match="BERT-like encoders"):
+        check_layerwise_backbone(fake)

@@ -1,0 +1,107 @@
+"""Hard-negative mining and the ``train(...)`` entry point."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+import torch
+from transformers import AutoModel
+
+from hf_projections import ColBERTModel, DenseEmbeddingModel
+from hf_projections.training import mine_hard_negatives, train
+
+PAIRS = {
+    "query_id": ["q1", "q1", "q2", "q3"],
+    "query": ["cat protein", "cat protein", "dog gene", "cancer drug risk"],
+    "positive_id": ["d1", "d8", "d2", "d3"],
+    "positive": ["the cat protein", "protein of a cat", "dog gene study", "cancer drug risk effect"],
+}
+CORPUS = {
+    "d1": "the cat protein", "d2": "dog gene study", "d3": "cancer drug risk effect", "d4": "cat and dog protein",
+    "d5": "gene of the dog", "d6": "drug effect on cancer cell", "d7": "the a of", "d8": "protein of a cat",
+}
+
+
+def test_bm25_mining_skips_every_positive_of_the_query():
+    pairs = datasets.Dataset.from_dict(PAIRS)
+    mined = mine_hard_negatives(pairs, CORPUS, num_negatives=2)
+    assert mined.column_names[-3:] == ["negative_1", "negative_2", "negative_ids"]
+    for row in mined:
+        positives = {p for q, p in zip(PAIRS["query_id"], PAIRS["positive_id"]) if q == row["query_id"]}
+        assert not positives & set(row["negative_ids"]) and len(set(row["negative_ids"])) == 2
+        assert [CORPUS[i] for i in row["negative_ids"]] == [row["negative_1"], row["negative_2"]]
+    # lexical neighbours rank first: "gene of the dog" for "dog gene"
+    assert mined[2]["negative_ids"][0] == "d5"
+    # qrels exclude more documents; ignore_identical_ids skips the query's own id
+    more = mine_hard_negatives(pairs, CORPUS, num_negatives=1, qrels={"q2": {"d5": 1}})
+    assert more[2]["negative_ids"] != ["d5"]
+    with pytest.raises(ValueError, match="already have negative columns"):
+        mine_hard_negatives(mined, CORPUS)
+    with pytest.raises(ValueError, match="fewer than 7 non-relevant"):
+        mine_hard_negatives(pairs, CORPUS, num_negatives=7)
+
+
+def test_model_mining_and_default_corpus(tiny_backbone):
+    model = ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8)
+    pairs = datasets.Dataset.from_dict(PAIRS)
+    mined = mine_hard_negatives(pairs, CORPUS, num_negatives=2, method=model)
+    own_positives = [{"d1", "d8"}, {"d1", "d8"}, {"d2"}, {"d3"}]
+    for ids, positives in zip(mined["negative_ids"], own_positives):
+        assert len(set(ids)) == 2 and not set(ids) & positives
+    # default corpus: the distinct positives of the pairs themselves
+    own = mine_hard_negatives(pairs, num_negatives=1, sample=True)
+    assert own["negative_ids"][2][0] in {"d1", "d8", "d3"}
+    with pytest.raises(TypeError, match="encode_queries"):
+        mine_hard_negatives(pairs, CORPUS, method=object())
+
+
+def test_train_head_mode_uses_cache_and_saves(tiny_backbone, tmp_path):
+    rows = datasets.Dataset.from_dict({k: PAIRS[k] * 2 for k in PAIRS})
+    model = train(
+        backbone=tiny_backbone, projection="ffn2-x2-res", data=rows, mode="head", max_steps=4, batch_size=4, dim=8,
+        output_dir=tmp_path / "run", logging_steps=2, cache_dir=tmp_path / "cache", num_negatives=1,
+        show_progress_bar=False, query_max_length=8, document_max_length=16,
+    )
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["cached"] and summary["mode"] == "head" and summary["steps"] == 4
+    assert summary["samples_per_second"] > 0
+    log = [json.loads(line) for line in (tmp_path / "run" / "training_log.jsonl").read_text().splitlines()]
+    assert [entry["step"] for entry in log] == [2, 4]
+    loaded = AutoModel.from_pretrained(str(tmp_path / "run"))
+    assert isinstance(loaded, ColBERTModel) and loaded.config.dim == 8
+    for name, tensor in loaded.state_dict().items():
+        torch.testing.assert_close(tensor, model.state_dict()[name])
+
+
+def test_train_top_k_dense_through_trainer(tiny_backbone, tmp_path):
+    rows = datasets.Dataset.from_dict({k: PAIRS[k] * 2 for k in PAIRS})
+    model = train(
+        backbone=tiny_backbone, projection="linear", data=rows, mode="top-1", max_steps=2, batch_size=4, dim=8,
+        model_type="dense", output_dir=tmp_path / "run", logging_steps=1, save_steps=1, show_progress_bar=False,
+    )
+    assert isinstance(model, DenseEmbeddingModel)
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert not summary["cached"] and summary["steps"] == 2
+    assert (tmp_path / "run" / "checkpoint-2" / "model.safetensors").exists()
+    # resume=True picks up the last complete checkpoint: nothing left to do, same weights
+    again = train(
+        backbone=tiny_backbone, projection="linear", data=rows, mode="top-1", max_steps=2, batch_size=4, dim=8,
+        model_type="dense", output_dir=tmp_path / "run", save_steps=1, show_progress_bar=False,
+        resume_from_checkpoint=True,
+    )
+    for name, tensor in again.state_dict().items():
+        torch.testing.assert_close(tensor, model.state_dict()[name])
+
+
+def test_train_rejects_bad_settings(tiny_backbone, tmp_path):
+    rows = datasets.Dataset.from_dict(PAIRS)
+    with pytest.raises(ValueError, match="'full', 'head' or 'top-K'"):
+        train(backbone=tiny_backbone, data=rows, mode="bottom-2", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="use_cache=True needs mode"):
+        train(backbone=tiny_backbone, data=rows, mode="full", use_cache=True, output_dir=tmp_path)
+    with pytest.raises(ValueError, match="model_type"):
+        train(backbone=tiny_backbone, data=rows, model_type="sparse", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="batch_size=32 is larger"):
+        train(backbone=tiny_backbone, data=rows, mode="head", output_dir=tmp_path, cache_dir=tmp_path / "c")
