@@ -10,6 +10,7 @@ installed): it imports only torch, transformers, tqdm and the flat-copyable ``he
 
 from __future__ import annotations
 
+import importlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -86,6 +87,14 @@ def maxsim(queries: torch.Tensor, documents: torch.Tensor, document_mask: torch.
     best = sims.max(dim=-1).values
     # A document without any real token contributes nothing rather than -inf.
     return best.nan_to_num(neginf=0.0).sum(dim=-1)
+
+
+def _integration(module: str, name: str):
+    """``hf_projections.integrations.<module>.<name>``; a clear error in a remote-code copy without the package."""
+    try:
+        return getattr(importlib.import_module(f"hf_projections.integrations.{module}"), name)
+    except ImportError as error:
+        raise ImportError(f"{name} needs the hf-projections package: pip install hf-projections") from error
 
 
 class ProjectionPreTrainedModel(PreTrainedModel):
@@ -169,10 +178,42 @@ class ProjectionPreTrainedModel(PreTrainedModel):
     def _finish_save(self, folder: str) -> None:
         """Add the code files and ``auto_map`` (and, when installed, the model card) to a saved folder."""
         try:
+            from hf_projections.integrations.model_card import write_model_card
             from hf_projections.modeling.remote_code import make_self_contained
         except ImportError:  # loaded with trust_remote_code: the code files sit beside the weights already
             return
         make_self_contained(folder, type(self), type(self.config))
+        # Training/evaluation details attached as model.model_card_metadata = {"training": ..., "evaluation": ...}.
+        write_model_card(self, folder)
+
+    def push_to_hub(self, repo_id: str, *, training: dict | None = None, evaluation: dict | None = None, **kwargs):
+        """Upload weights, config (``auto_map``), code files, tokenizer and the hf-projections model card in one
+        commit (``transformers``' own ``push_to_hub`` would replace the card with its generic one)."""
+        try:
+            from hf_projections.integrations.model_card import push_to_hub
+        except ImportError:  # remote-code copy without the package installed
+            return super().push_to_hub(repo_id, **kwargs)
+        return push_to_hub(self, repo_id, training=training, evaluation=evaluation, **kwargs)
+
+    # ----------------------------------------------------------------- integrations (need the installed package)
+
+    def to_sentence_transformers(self, path=None, **kwargs):
+        """This model as a sentence-transformers ``MultiVectorEncoder``/``SentenceTransformer`` (saved to ``path``
+        if given); see ``hf_projections.integrations.sentence_transformers``."""
+        return _integration("sentence_transformers", "to_sentence_transformers")(self, path, **kwargs)
+
+    @classmethod
+    def from_sentence_transformers(cls, model_or_path, **kwargs):
+        """Convert a ``MultiVectorEncoder`` (-> ``ColBERTModel``) or ``SentenceTransformer`` (-> ``DenseEmbeddingModel``),
+        given loaded or as a folder / Hub id (``strict``, ``trust_remote_code`` keyword arguments)."""
+        model = _integration("sentence_transformers", "from_sentence_transformers")(model_or_path, **kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(f"this sentence-transformers model converts to a {type(model).__name__}, not a {cls.__name__}")
+        return model
+
+    def upgrade_projection(self, projection: str | dict = "ffn2-x2-res"):
+        """Swap a ``linear`` head for a residual head computing the same map at step 0 (in place; returns self)."""
+        return _integration("checkpoints", "upgrade_projection")(self, projection)
 
     def set_tokenizer(self, tokenizer) -> None:
         """Attach the tokenizer and check that the configured marker tokens exist in its vocabulary."""
@@ -287,6 +328,13 @@ class ColBERTModel(ProjectionPreTrainedModel):
     """
 
     config_class = ProjectionConfig
+
+    @classmethod
+    def from_colbert_checkpoint(cls, path, **kwargs) -> "ColBERTModel":
+        """Import a PyLate, Stanford-NLP ColBERT, sentence-transformers ``MultiVectorEncoder`` or hf-projections
+        checkpoint with a ``linear`` head (``layout``, ``strict``, ``trust_remote_code`` keyword arguments); see
+        ``hf_projections.integrations.checkpoints``. Follow with ``upgrade_projection()``."""
+        return _integration("checkpoints", "load_colbert_checkpoint")(path, **kwargs)
 
     def project(self, hidden_states: torch.Tensor, mask: torch.Tensor, truncate_dim: int | None = None) -> torch.Tensor:
         """Head + L2-normalise + zero padding.
