@@ -3,9 +3,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh "dev,offline"
-source .venv/bin/activate
-export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-if [ -z "${HF_PROJECTIONS_DATA:-}" ] && [ -d ../shared/data ]; then
-    export HF_PROJECTIONS_DATA="$(cd ../shared/data && pwd)"
-fi
+source scripts/env.sh
 python -m pytest tests "$@"

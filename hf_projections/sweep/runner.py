@@ -1,0 +1,203 @@
+"""Run a sweep: one backbone pass into a feature cache, then every head x seed trained and evaluated from it.
+
+Each finished run appends one line to ``runs.jsonl``; an interrupted sweep started again with the same
+output folder and settings skips the runs already there.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from hf_projections.evaluation import evaluate_embeddings, load_beir, load_training_pairs, machine_info
+from hf_projections.heads import build_projection, describe, resolve_spec
+from hf_projections.integrations.peft import save_head
+from hf_projections.io import atomic_write_json
+from hf_projections.modeling import ColBERTModel
+from hf_projections.sweep.report import write_report, write_run_card
+from hf_projections.sweep.settings import SweepSettings
+from hf_projections.training.cache import build_feature_cache, encode_from_cache
+from hf_projections.training.cached_training import CachedPairs, cache_layer_for_mode, train_from_cache
+from hf_projections.training.losses import ContrastiveLoss
+
+
+@dataclass
+class EvalSet:
+    """A BEIR test set, its ids and texts in a fixed order."""
+
+    dataset: object
+    doc_ids: list[str]
+    doc_texts: list[str]
+    query_ids: list[str]
+    query_texts: list[str]
+
+    @classmethod
+    def load(cls, name: str, max_queries: int | None = None) -> EvalSet:
+        """The test split; with ``max_queries``, a seeded sample of its queries (the corpus stays whole)."""
+        dataset = load_beir(name, split="test")
+        query_ids = list(dataset.queries)
+        if max_queries is not None and len(query_ids) > max_queries:
+            query_ids = sorted(random.Random(0).sample(query_ids, max_queries), key=query_ids.index)
+        return cls(dataset, list(dataset.corpus), list(dataset.corpus.values()),
+                   query_ids, [dataset.queries[q] for q in query_ids])
+
+
+def run_key(head: str, seed: int) -> str:
+    return f"{head}/seed{seed}"
+
+
+def read_finished_runs(path: Path) -> dict[str, dict]:
+    """Runs already in ``runs.jsonl``, by key; a torn last line (killed mid-write) is ignored."""
+    finished = {}
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            finished[record["key"]] = record
+    return finished
+
+
+def _check_resumable(output: Path, settings: SweepSettings) -> None:
+    saved = output / "settings.json"
+    if saved.exists():
+        previous = json.loads(saved.read_text(encoding="utf-8"))
+        budget = {k: v for k, v in settings.to_dict().items() if k not in ("heads", "seeds")}
+        old_budget = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.items() if k in budget}
+        if old_budget != budget:
+            changed = sorted(k for k in budget if old_budget.get(k) != budget[k])
+            raise ValueError(
+                f"{output} holds a sweep with another budget (changed: {', '.join(changed)}); "
+                "use a new --output folder so runs stay comparable"
+            )
+
+
+def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache_dir: Path):
+    """One backbone pass over every text the sweep needs: two caches (queries, documents) shared by training
+    and evaluation, so a training passage that is also an evaluation document is encoded once.
+
+    Returns ``(train_data, query_cache, doc_cache)``; ``top-K`` modes cache the input of the last K layers.
+    """
+    train_queries, positives = list(pairs["query"]), list(pairs["positive"])
+    queries = train_queries + [t for s in eval_sets.values() for t in s.query_texts]
+    documents = positives + [t for s in eval_sets.values() for t in s.doc_texts]
+    options = {"cache_dir": cache_dir, "layer": cache_layer_for_mode(model, mode)}
+    query_cache = build_feature_cache(model, queries, is_query=True, **options)
+    doc_cache = build_feature_cache(model, documents, is_query=False, **options)
+    train_data = CachedPairs(
+        query_cache,
+        doc_cache,
+        torch.tensor(query_cache.rows_of(train_queries)),
+        torch.tensor(doc_cache.rows_of(positives)).view(-1, 1),
+    )
+    return train_data, query_cache, doc_cache
+
+
+def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache) -> dict:
+    started = time.perf_counter()
+    documents = encode_from_cache(model, doc_cache, texts=eval_set.doc_texts)
+    queries = encode_from_cache(model, query_cache, texts=eval_set.query_texts)
+    result = evaluate_embeddings(
+        queries,
+        documents,
+        {q: eval_set.dataset.qrels[q] for q in eval_set.query_ids},  # only the (sampled) queries count
+        query_ids=eval_set.query_ids,
+        doc_ids=eval_set.doc_ids,
+        ignore_identical_ids=eval_set.dataset.ignore_identical_ids,
+    )
+    return {"metrics": result["metrics"], "seconds": time.perf_counter() - started}
+
+
+def run_sweep(settings: SweepSettings, output_dir: str | Path) -> list[dict]:
+    """Train and evaluate every head x seed of ``settings``; write runs, tables, plot and cards to ``output_dir``.
+
+    Returns the run records (one per head x seed, each with metrics per evaluation set).
+    """
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    _check_resumable(output, settings)
+    atomic_write_json(output / "settings.json", settings.to_dict())
+    runs_path = output / "runs.jsonl"
+    finished = read_finished_runs(runs_path)
+    cache_dir = output / "cache"
+
+    model = ColBERTModel.from_backbone(
+        settings.backbone,
+        projection="linear",
+        dim=settings.dim,
+        query_max_length=settings.query_max_length,
+        document_max_length=settings.document_max_length,
+    )
+    backbone_state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    pairs = load_training_pairs(settings.train_data, max_pairs=settings.max_pairs, seed=0)
+    print(f"[sweep] caching backbone features ({len(pairs)} training pairs, eval: {', '.join(settings.eval_data)})")
+    started = time.perf_counter()
+    eval_sets = {name: EvalSet.load(name, settings.max_eval_queries) for name in settings.eval_data}
+    caches = cache_features(model, pairs, eval_sets, settings.mode, cache_dir)
+    cache_seconds = time.perf_counter() - started
+
+    records = list(finished.values())
+    for head in settings.heads:
+        for seed in settings.seeds:
+            key = run_key(head, seed)
+            if key in finished:
+                continue
+            print(f"[sweep] {key}")
+            record = _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eval_sets, output)
+            record["cache_seconds_this_session"] = cache_seconds
+            with runs_path.open("a", encoding="utf-8") as handle:
+                handle.write(json.dumps(record) + "\n")
+            records.append(record)
+    write_report(records, settings, output, machine_info())
+    return records
+
+
+def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eval_sets, output: Path) -> dict:
+    """One run: a fresh head (seeded), the backbone reset, training from the cache, evaluation from the cache."""
+    model.backbone.load_state_dict(backbone_state)
+    torch.manual_seed(seed)
+    spec = json.loads(head) if head.lstrip().startswith("{") else head
+    model.projection = build_projection(spec, model.config.hidden_size, settings.dim)
+    model.config.projection = resolve_spec(spec)
+    run_dir = output / "runs" / head.replace("/", "_") / f"seed{seed}"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    train_data, query_cache, doc_cache = caches
+    stats = train_from_cache(
+        model,
+        train_data,
+        mode=settings.mode,
+        loss=ContrastiveLoss(temperature=settings.temperature),
+        max_steps=settings.steps,
+        batch_size=settings.batch_size,
+        learning_rate=settings.lr,
+        seed=seed,
+        log_path=run_dir / "train_log.jsonl",
+    )
+    evaluation = {name: _evaluate_from_cache(model, s, query_cache, doc_cache) for name, s in eval_sets.items()}
+    info = describe(model.projection)
+    record = {
+        "key": run_key(head, seed),
+        "head": head,
+        "seed": seed,
+        "params": info["params"],
+        "macs_per_token": info["macs_per_token"],
+        "train_seconds": stats["seconds"],
+        "train_steps": stats["steps"],
+        "final_loss": stats["loss"],
+        "eval": evaluation,
+    }
+    _save_run(model, run_dir, record, settings)
+    return record
+
+
+def _save_run(model, run_dir: Path, record: dict, settings: SweepSettings) -> None:
+    """Keep the trained head (safetensors + spec) and a model card; the backbone is the shared base."""
+    save_head(model, run_dir / "head")
+    atomic_write_json(run_dir / "result.json", record)
+    write_run_card(run_dir, record, settings)

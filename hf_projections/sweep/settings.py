@@ -1,0 +1,92 @@
+"""What a sweep trains and evaluates: one budget shared by every head x seed, and the named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """One identical budget for every run of a sweep.
+
+    Attributes:
+        backbone: encoder name or folder (None: the offline all-MiniLM-L6-v2).
+        heads: projection presets (or JSON spec strings) to compare; ``linear`` is the baseline.
+        seeds: one run per head per seed (the seed drives head init and batch order).
+        train_data: training pairs, e.g. ``arguana-genq`` (see ``load_training_pairs``).
+        max_pairs: subsample of the training pairs (seeded, the same for every run).
+        eval_data: BEIR sets evaluated on their ``test`` split.
+        mode: ``head`` (frozen backbone, cached features) or ``top-K``.
+        steps / batch_size / lr / temperature: the optimisation budget (AdamW, linear warmup/decay).
+        dim / query_max_length / document_max_length: model shape, as ColBERT.
+        max_eval_queries: evaluate on a seeded sample of at most this many test queries per set (None: all);
+            the corpus is always complete.
+    """
+
+    backbone: str | None = None
+    heads: tuple[str, ...] = ("linear", "ffn2-x2-res")
+    seeds: tuple[int, ...] = (0, 1)
+    train_data: str = "arguana-genq"
+    max_pairs: int | None = 8000
+    eval_data: tuple[str, ...] = ("scifact", "arguana")
+    mode: str = "head"
+    steps: int = 500
+    batch_size: int = 32
+    lr: float = 1e-3
+    temperature: float = 1.0
+    dim: int = 128
+    query_max_length: int = 32
+    document_max_length: int = 180
+    max_eval_queries: int | None = None
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+    def replace(self, **changes) -> SweepSettings:
+        """A copy with some fields changed (lists become tuples)."""
+        changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_preset(cls, name: str) -> SweepSettings:
+        if name not in PRESETS:
+            raise ValueError(f"unknown sweep preset {name!r}; known presets: {', '.join(PRESETS)}")
+        return PRESETS[name]
+
+    def __post_init__(self):
+        if "linear" not in self.heads:
+            raise ValueError(f"heads must include the 'linear' baseline, got {list(self.heads)}")
+        if len(set(self.heads)) != len(self.heads) or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("heads and seeds must not repeat")
+        if self.max_eval_queries is not None and (not isinstance(self.max_eval_queries, int) or self.max_eval_queries < 1):
+            raise ValueError(f"max_eval_queries must be a positive int or None, got {self.max_eval_queries!r}")
+        for name in ("steps", "batch_size", "dim", "query_max_length", "document_max_length"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if not self.lr > 0 or not self.temperature > 0:
+            raise ValueError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
+
+
+PAPER_HEADS = (
+    "linear",
+    "ffn2",
+    "ffn2-x2",
+    "ffn2-res",
+    "ffn2-x2-res",
+    "ffn2-x4-res",
+    "ffn3-x2-res",
+    "ffn2-x2-res-identity",
+    "glu-x2",
+    "swiglu-x2-res",
+    "geglu-x2-res",
+)
+
+PRESETS: dict[str, SweepSettings] = {
+    # The README's main command: a few minutes of training on the CPU after one backbone pass.
+    "quick": SweepSettings(),
+    # The paper's ablation grid (depth, width, residual, GLU variants, activation), 3 seeds.
+    "paper": SweepSettings(heads=PAPER_HEADS, seeds=(0, 1, 2), max_pairs=None, steps=800),
+}
