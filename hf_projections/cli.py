@@ -102,7 +102,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     if settings.backbone is None:
         settings = settings.replace(backbone=default_backbone())
-    run_sweep(settings, output_dir=args.output)
+    run_sweep(settings, output_dir=args.output, cache_dir=args.cache_dir)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -144,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="train and evaluate a grid of heads x seeds under one budget")
     sweep.add_argument("--preset", default="quick", help="quick | paper")
     sweep.add_argument("--output", default="runs/sweep")
+    sweep.add_argument("--cache-dir", help="backbone feature cache (default: OUTPUT/cache); shareable between sweeps")
     sweep.add_argument("--backbone")
     sweep.add_argument("--heads", type=_split_list, help="comma-separated presets (overrides the preset's grid)")
     sweep.add_argument("--seeds", type=lambda v: [int(s) for s in _split_list(v)])

@@ -68,7 +68,8 @@ def _check_resumable(output: Path, settings: SweepSettings) -> None:
     saved = output / "settings.json"
     if saved.exists():
         previous = json.loads(saved.read_text(encoding="utf-8"))
-        budget = {k: v for k, v in settings.to_dict().items() if k not in ("heads", "seeds")}
+        # Heads and seeds may grow between sessions, and thread counts do not change results.
+        budget = {k: v for k, v in settings.to_dict().items() if k not in ("heads", "seeds", "train_threads")}
         old_budget = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.items() if k in budget}
         if old_budget != budget:
             changed = sorted(k for k in budget if old_budget.get(k) != budget[k])
@@ -114,8 +115,11 @@ def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache) -> di
     return {"metrics": result["metrics"], "seconds": time.perf_counter() - started}
 
 
-def run_sweep(settings: SweepSettings, output_dir: str | Path) -> list[dict]:
+def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | Path | None = None) -> list[dict]:
     """Train and evaluate every head x seed of ``settings``; write runs, tables, plot and cards to ``output_dir``.
+
+    ``cache_dir`` (default ``output_dir/cache``) holds the backbone features; sweeps over the same texts and
+    backbone can share one (its entries are keyed by everything they depend on).
 
     Returns the run records (one per head x seed, each with metrics per evaluation set).
     """
@@ -125,7 +129,7 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path) -> list[dict]:
     atomic_write_json(output / "settings.json", settings.to_dict())
     runs_path = output / "runs.jsonl"
     finished = read_finished_runs(runs_path)
-    cache_dir = output / "cache"
+    cache_dir = Path(cache_dir) if cache_dir is not None else output / "cache"
 
     model = ColBERTModel.from_backbone(
         settings.backbone,
@@ -168,17 +172,12 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
     run_dir = output / "runs" / head.replace("/", "_") / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, query_cache, doc_cache = caches
-    stats = train_from_cache(
-        model,
-        train_data,
-        mode=settings.mode,
-        loss=ContrastiveLoss(temperature=settings.temperature),
-        max_steps=settings.steps,
-        batch_size=settings.batch_size,
-        learning_rate=settings.lr,
-        seed=seed,
-        log_path=run_dir / "train_log.jsonl",
-    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(settings.train_threads or threads)
+    try:
+        stats = _train(model, train_data, seed, settings, run_dir)
+    finally:
+        torch.set_num_threads(threads)
     evaluation = {name: _evaluate_from_cache(model, s, query_cache, doc_cache) for name, s in eval_sets.items()}
     info = describe(model.projection)
     record = {
@@ -194,6 +193,21 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
     }
     _save_run(model, run_dir, record, settings)
     return record
+
+
+def _train(model, train_data, seed: int, settings: SweepSettings, run_dir: Path) -> dict:
+    """The sweep's one training budget: AdamW from the cache, in-batch-negative InfoNCE on MaxSim."""
+    return train_from_cache(
+        model,
+        train_data,
+        mode=settings.mode,
+        loss=ContrastiveLoss(temperature=settings.temperature),
+        max_steps=settings.steps,
+        batch_size=settings.batch_size,
+        learning_rate=settings.lr,
+        seed=seed,
+        log_path=run_dir / "train_log.jsonl",
+    )
 
 
 def _save_run(model, run_dir: Path, record: dict, settings: SweepSettings) -> None:
