@@ -117,9 +117,13 @@ def evaluate_embeddings(
 
 
 def model_name(model) -> str:
-    """A readable name of a model: its ``name_or_path``, else its class."""
-    name = getattr(model, "name_or_path", None) or getattr(getattr(model, "config", None), "_name_or_path", None)
-    return str(name) if name else type(model).__name__
+    """A readable name of a model: its ``name_or_path``, else its class and backbone."""
+    config = getattr(model, "config", None)
+    name = getattr(model, "name_or_path", None) or getattr(config, "_name_or_path", None)
+    if name:
+        return str(name)
+    backbone = getattr(config, "backbone_name", None)  # a model built with from_backbone, not saved yet
+    return f"{type(model).__name__}({backbone})" if backbone else type(model).__name__
 
 
 def _doc_token_count(corpus: EncodedCorpus) -> int:

@@ -169,7 +169,7 @@ def maxsim_topk(
     query_order = torch.argsort(query_lengths, stable=True)
     max_doc_len, max_query_len = int(lengths.max()), int(query_lengths.max())
     if chunk_size is None:
-        chunk_size = max(1, min(n_d, 4096, max_block_scores // (max_doc_len * max(1, min(n_q, 64) * max_query_len))))
+        chunk_size = max(1, min(n_d, 4096, max_block_scores // (max_doc_len * max(1, min(n_q, 16) * max_query_len))))
     if query_batch_size is None:
         query_batch_size = max(1, min(n_q, max_block_scores // (chunk_size * max_doc_len * max_query_len)))
 
