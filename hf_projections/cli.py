@@ -122,7 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--mode", default="head", help="full | head | top-K (last K backbone layers + head)")
     train.add_argument("--model-type", choices=("colbert", "dense"), default="colbert")
     train.add_argument("--dim", type=int, default=128)
-    train.add_argument("--epochs", type=float, default=1.0)
+    train.add_argument("--epochs", type=int, default=1)
     train.add_argument("--max-steps", type=int, default=None)
     train.add_argument("--batch-size", type=int, default=32)
     train.add_argument("--lr", type=float, default=5e-5, help="backbone learning rate")
