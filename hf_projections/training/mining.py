@@ -23,7 +23,10 @@ def _query_keys(pairs: datasets.Dataset) -> list[str]:
 
 def rank_bm25(queries: Sequence[str], documents: Sequence[str], depth: int, show_progress_bar: bool = False) -> list[list[int]]:
     """Top-``depth`` document positions per query by BM25 (``bm25s``, English stopwords)."""
-    import bm25s
+    try:
+        import bm25s
+    except ImportError as error:
+        raise ImportError("BM25 negative mining needs bm25s: pip install 'hf-projections[bm25]'") from error
 
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize(list(documents), stopwords="en", show_progress=show_progress_bar), show_progress=show_progress_bar)
