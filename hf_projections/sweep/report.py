@@ -122,6 +122,7 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
     budget = (
         f"mode `{settings.mode}`, train `{settings.train_data}` ({settings.max_pairs or 'all'} pairs), "
         f"{settings.steps} steps x batch {settings.batch_size}, lr {settings.lr}, temperature {settings.temperature}, "
+        f"test queries per set: {settings.max_eval_queries or 'all'} (seeded sample, full corpus), "
         f"seeds {seeds}; machine: {machine['platform']}, {machine['usable_cpus']} CPUs, torch {machine['torch']}"
     )
     atomic_write_text(output / "table.md", f"NDCG@10 x100 on the test splits; {budget}\n\n{table}")
