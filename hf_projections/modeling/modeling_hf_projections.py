@@ -147,11 +147,19 @@ class ProjectionPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
-        """``PreTrainedModel.from_pretrained`` that also restores the tokenizer saved beside the weights."""
-        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        """``PreTrainedModel.from_pretrained`` that reads safetensors only, refuses checkpoints missing any
+        weight (a head would otherwise silently keep its random init) and restores the saved tokenizer."""
+        folder = os.fspath(pretrained_model_name_or_path)
+        if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "config.json")):
+            raise FileNotFoundError(f"{os.path.join(folder, 'config.json')} is missing: not a saved hf-projections model")
+        kwargs.setdefault("use_safetensors", True)  # never unpickle a pytorch_model.bin
+        wants_info = kwargs.pop("output_loading_info", False)
+        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        if info.get("missing_keys"):
+            raise ValueError(f"{folder}: checkpoint lacks weights {sorted(info['missing_keys'])[:5]}")
         tokenizer_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code") if k in kwargs}
         model.set_tokenizer(AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **tokenizer_kwargs))
-        return model
+        return (model, info) if wants_info else model
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
         """Save weights (safetensors), config, tokenizer and the model code for ``trust_remote_code`` loading.
@@ -282,6 +290,8 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         """Encode in length-sorted batches (less padding), returning results in the input order."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings")
         texts = list(texts)
         order = sorted(range(len(texts)), key=lambda i: len(texts[i]), reverse=True)
         n_batches = (len(texts) + batch_size - 1) // batch_size
