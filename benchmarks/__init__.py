@@ -1,0 +1,1 @@
+"""Benchmark scripts of hf-projections (run them as ``python benchmarks/<name>.py``; see RESULTS.md)."""

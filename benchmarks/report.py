@@ -1,0 +1,210 @@
+"""Assemble ``benchmarks/RESULTS.md`` from the ``benchmarks/results/<name>.json`` files the scripts write.
+
+    python benchmarks/report.py [--results benchmarks/results] [--output benchmarks/RESULTS.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the `benchmarks` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks import common  # noqa: E402
+
+SECTIONS = ("encode_overhead", "search", "training_throughput", "ann")
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(" --- " if i == 0 else " ---: " for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _mib(value: float) -> str:
+    return f"{value / 2**20:,.0f}"
+
+
+def _provenance(section: dict) -> list[str]:
+    lines = [f"Measured {section['created']} with `{section['command']}`"
+             + (" (**--quick smoke sizes, not a measurement**)" if section.get("quick") else "") + "."]
+    notes = section.get("notes") or {}
+    if notes.get("busy_at_start"):
+        lines.append(f"Busy jobs at start (measured anyway after waiting {notes.get('waited_for_quiet_machine_s')} s): "
+                     f"{notes['busy_at_start']}.")
+    return lines
+
+
+def encode_overhead_section(section: dict) -> list[str]:
+    sizes, data, summary = section["sizes"], section["data"], section["summary"]
+    lines = ["## Encode overhead of each head vs `linear`", ""]
+    lines += [f"Backbone `{Path(section['backbone']).name}` (hidden {sizes['hidden_size']}), dim {sizes['dim']}; one "
+              f"batch of {data['documents']} real {data['corpus']} documents, each padded/truncated to "
+              f"{sizes['tokens']} tokens ({data['truncated']} truncated, {data['real_tokens_mean']:.0f} real tokens on "
+              f"average); model forward on the pre-tokenised batch, {sizes.get('torch_threads', '?')} torch threads, "
+              f"{sizes['rounds']} interleaved rounds, medians. "
+              f"`ratio` = median / median of `linear`; `paired` = median of per-round ratios; `head ms` = the head "
+              f"alone on the cached backbone output ({sizes['head_rounds']} rounds). `linear-control` is a second "
+              "linear head: its distance from 1.000 is the noise floor.", ""]
+    rows = []
+    for row in section["rows"]:
+        rows.append([f"`{row['head']}`", f"{row['params']:,}", f"{row['macs_per_token']:,}",
+                     f"{row['encode_s']['median']:.4f}", f"{row['ratio_vs_linear']:.3f}",
+                     f"{row['paired_ratio_vs_linear']:.3f}", f"{row['head_only_ms']:.2f}"])
+    lines += _table(["head", "params", "MACs/token", "encode s (median)", "ratio", "paired", "head ms"], rows)
+    if "status" in summary:
+        lines += ["", f"**Target: `{summary['target_head']}` at most +{100 * summary['max_overhead']:.0f} % encode "
+                      f"time: {summary['status']}** (measured {100 * summary['overhead']:+.2f} % in a focused loop of "
+                      f"{summary['rounds']} rounds of `linear` / `{summary['target_head']}` / `linear-control`; "
+                      f"paired {100 * summary['paired_overhead']:+.2f} %; fastest round vs fastest round "
+                      f"{100 * summary['min_overhead']:+.2f} %; noise floor (linear-control vs linear) "
+                      f"{100 * summary['noise_floor']:.2f} %; the head's own extra time over a linear encode, from the "
+                      f"head-only loop: {100 * summary['head_only_estimate']:+.2f} %; in the all-heads loop above: "
+                      f"{100 * summary['all_heads_loop_overhead']:+.2f} %)."]
+        if not summary.get("conclusive", True):
+            lines += ["", "The distance between the measured overhead and the 3 % limit is smaller than the noise floor "
+                          "on this shared machine, so this verdict may flip on a rerun."]
+    return lines + [""] + _provenance(section)
+
+
+def search_section(section: dict) -> list[str]:
+    sizes, summary = section["sizes"], section["summary"]
+    lines = ["## Exact MaxSim search vs sentence-transformers", ""]
+    lines += [f"{sizes['queries']} queries x {sizes['query_tokens']} tokens, dim {sizes['dim']}, top-{sizes['k']}; "
+              f"random clustered L2-normalised token vectors; document lengths drawn from the real "
+              f"{section['data']['lengths_from']} token lengths (mean {section['data']['lengths_pool_mean']:.0f}, "
+              f"cut at {sizes['max_doc_tokens']}). sentence-transformers side: the "
+              "`MultiVectorInformationRetrievalEvaluator` scoring (`util.maxsim` per corpus chunk of "
+              f"{sizes['st_corpus_chunk_size']:,} + `torch.topk`). Peak memory: {section['memory_method']}. "
+              f"`equal top-{sizes['check_k']}`: queries whose top-{sizes['check_k']} sets match.", ""]
+    rows = []
+    for row in section["rows"]:
+        if "skipped" in row:
+            rows.append([f"{row['documents']:,}", f"{row['doc_tokens_total']:,}", "skipped: " + row["skipped"],
+                         "", "", "", "", "", "", ""])
+            continue
+        agreement = row["agreement"]
+        rows.append([f"{row['documents']:,}", f"{row['doc_tokens_total']:,}", f"{row['hf_projections_s']['median']:.2f}",
+                     f"{row['sentence_transformers_s']['median']:.2f}", f"{row['hf_projections_qps']:.1f}",
+                     f"{row['sentence_transformers_qps']:.1f}", f"**{row['speedup']:.2f}x**",
+                     _mib(row["hf_projections_peak_bytes"]), _mib(row["sentence_transformers_peak_bytes"]),
+                     f"{agreement['same_top_set']}/{agreement['queries']}"])
+    lines += _table(["docs", "doc tokens", "ours s", "ST s", "ours q/s", "ST q/s", "speedup", "ours peak MiB",
+                     "ST peak MiB", f"equal top-{sizes['check_k']}"], rows)
+    if "status" in summary:
+        lines += ["", f"**Target: >= {summary['target_speedup']}x faster with equal results: {summary['status']}** "
+                      f"(speedup {summary['min_speedup']:.2f}x to {summary['max_speedup']:.2f}x; equal top-"
+                      f"{sizes['check_k']} everywhere: {summary['all_equal']}"
+                      + (f"; skipped sizes: {summary['skipped_sizes']}" if summary.get("skipped_sizes") else "")
+                      + ")."]
+    return lines + [""] + _provenance(section)
+
+
+def training_section(section: dict) -> list[str]:
+    sizes = section["sizes"]
+    lines = ["## Training throughput by mode", ""]
+    lines += [f"Backbone `{Path(section['backbone']).name}`, head `{sizes['projection']}`, "
+              f"{section['data']['pairs']} `{section['data']['train_data']}` pairs, batch {sizes['batch_size']}, fp32 "
+              f"on CPU ({sizes['torch_threads']} threads), steps {sizes['steps']}, {sizes['rounds']} interleaved "
+              "round(s), medians. Cached modes: samples/s of the training loop; `incl. cache` adds the one-time "
+              "backbone pass that fills the feature cache.", ""]
+    rows = [[f"`{row['mode']}`", str(row["steps"]), f"{row['trainable_params']:,}", f"{row['samples_per_second']:.1f}",
+             f"{row['speedup_vs_full']:.1f}x", f"{row['cache_build_s']:.1f}", f"{row['samples_per_second_incl_cache']:.1f}"]
+            for row in section["rows"]]
+    lines += _table(["mode", "steps", "trainable params", "samples/s", "vs full", "cache build s",
+                     "samples/s incl. cache"], rows)
+    sweep = section.get("sweep")
+    if sweep:
+        lines += [""]
+        if "error" in sweep:
+            lines += [f"Sweep folder `{sweep['folder']}`: {sweep['error']}."]
+        else:
+            wall = sweep.get("wall_seconds_last_session_estimate")
+            lines += [f"Sweep `{sweep['folder']}` ({'complete' if sweep['complete'] else 'incomplete'}): "
+                      f"{sweep['runs']} runs ({len(sweep['heads'])} heads x {len(sweep['seeds'])} seeds, "
+                      f"{sweep['steps_per_run']} steps of {sweep['batch_size']}, mode {sweep['mode']}); feature "
+                      f"cache {sweep['cache_seconds_last_session']:.0f} s, training {sweep['train_seconds_total']:.0f} s "
+                      f"in total ({sweep.get('head_samples_per_second', 0):.0f} samples/s), evaluation "
+                      f"{sweep['eval_seconds_total']:.0f} s"
+                      + (f"; wall time of the last session about {wall / 60:.1f} min" if wall else "") + "."]
+    return lines + [""] + _provenance(section)
+
+
+def ann_section(section: dict) -> list[str]:
+    sizes, data = section["sizes"], section["data"]
+    lines = ["## Approximate search (HNSW + re-rank) and token pooling", ""]
+    scope = (f"the first {data['documents']:,} of {data['full_corpus_documents']:,} documents" if data["prefix_only"]
+             else f"all {data['documents']:,} documents")
+    lines += [f"{data['corpus']} test queries ({data['queries']}) against {scope} ({data['doc_tokens_total']:,} token "
+              f"vectors), encoded with {section['model']}. Recall@{sizes['k']} against exact MaxSim over the unpooled "
+              f"corpus; HNSW M={sizes['M']}, ef_construction={sizes['ef_construction']}, {sizes['k_tokens']} "
+              f"neighbours per query token, ef={sizes['ef'] or 'Voyager default'}; pooling factor "
+              f"{sizes['pool_factor']:g} took {section['pool_seconds']:.0f} s. Index bytes = the Voyager index "
+              "(graph + float32 vectors); vector bytes = the packed corpus the re-rank reads.", ""]
+    rows = []
+    for row in section["rows"]:
+        rows.append([row["method"], f"{row['recall_at_k_vs_exact']:.4f}", f"{row['queries_per_second']:.1f}",
+                     f"{row['speedup_vs_exact']:.2f}x", f"{row['vectors_per_document']:.1f}",
+                     f"{row['index_bytes_per_document']:,.0f}" if "index_bytes_per_document" in row else "-",
+                     f"{row['vector_bytes_per_document']:,.0f}",
+                     f"{row['build_s']:.0f}" if "build_s" in row else "-",
+                     f"{row['mean_candidates']:.0f}" if "mean_candidates" in row else "-"])
+    lines += _table([f"method", f"recall@{sizes['k']}", "q/s", "vs exact", "vectors/doc", "index B/doc",
+                     "vector B/doc", "build s", "candidates/query"], rows)
+    return lines + [""] + _provenance(section)
+
+
+RENDERERS = {"encode_overhead": encode_overhead_section, "search": search_section,
+             "training_throughput": training_section, "ann": ann_section}
+
+
+def machine_lines(sections: dict[str, dict]) -> list[str]:
+    lines = ["## Machine and versions", ""]
+    machines = {json.dumps(s["machine"], sort_keys=True): s["machine"] for s in sections.values()}
+    for machine in machines.values():
+        lines.append("- machine: " + ", ".join(f"{k}={v}" for k, v in machine.items()))
+    version_sets = {json.dumps(s["versions"], sort_keys=True): s["versions"] for s in sections.values()}
+    for found in version_sets.values():
+        lines.append("- versions: " + ", ".join(f"{k} {v}" for k, v in found.items() if v))
+    return lines
+
+
+def build_report(results_dir: Path) -> str:
+    sections = {}
+    for name in SECTIONS:
+        path = Path(results_dir) / f"{name}.json"
+        if path.is_file():
+            sections[name] = json.loads(path.read_text(encoding="utf-8"))
+    lines = ["# hf-projections benchmarks", "",
+             "Generated by `python benchmarks/report.py` from `benchmarks/results/*.json`; every ratio compares runs "
+             "measured side by side in one process (interleaved rounds, medians). Rerun a script to refresh its "
+             "section.", ""]
+    if not sections:
+        return "\n".join(lines + ["(no results yet: run the scripts in benchmarks/)", ""])
+    lines += machine_lines(sections) + [""]
+    for name in SECTIONS:
+        if name in sections:
+            lines += RENDERERS[name](sections[name]) + [""]
+        else:
+            lines += [f"## {name}", "", f"(not measured yet: `python benchmarks/{name}.py`)", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> str:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=common.RESULTS_DIR)
+    parser.add_argument("--output", type=Path, default=common.BENCHMARKS_DIR / "RESULTS.md")
+    args = parser.parse_args(argv)
+    from hf_projections.io import atomic_write_text
+
+    text = build_report(args.results)
+    atomic_write_text(args.output, text)
+    print(f"[bench] wrote {args.output}")
+    return text
+
+
+if __name__ == "__main__":
+    main()
