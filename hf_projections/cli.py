@@ -98,6 +98,10 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "lr": args.lr,
         "temperature": args.temperature,
         "max_pairs": args.max_pairs,
+        "max_eval_queries": args.max_eval_queries,
+        "validation_queries": args.validation_queries,
+        "branch_init": args.branch_init,
+        "mode": args.mode,
     }
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     if settings.backbone is None:
@@ -149,12 +153,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--heads", type=_split_list, help="comma-separated presets (overrides the preset's grid)")
     sweep.add_argument("--seeds", type=lambda v: [int(s) for s in _split_list(v)])
     sweep.add_argument("--train-data")
-    sweep.add_argument("--eval-data", type=_split_list)
+    sweep.add_argument("--eval-data", type=lambda v: [] if v.strip() == "none" else _split_list(v),
+                       help="comma-separated BEIR sets scored on their test split; 'none' with --validation-queries")
     sweep.add_argument("--steps", type=int)
     sweep.add_argument("--batch-size", type=int)
     sweep.add_argument("--lr", type=float)
     sweep.add_argument("--temperature", type=float)
     sweep.add_argument("--max-pairs", type=int)
+    sweep.add_argument("--max-eval-queries", type=int, help="seeded sample of test queries per set (full corpus)")
+    sweep.add_argument("--validation-queries", type=int,
+                       help="hold out this many training queries and report metrics on them (for choices)")
+    sweep.add_argument("--branch-init", choices=("random", "zero"),
+                       help="zero: residual heads start as the same seed's linear head")
+    sweep.add_argument("--mode", help="head (frozen backbone) | top-K (last K backbone layers + head)")
     sweep.set_defaults(func=cmd_sweep)
     return parser
 

@@ -100,3 +100,61 @@ def test_cli_sweep_runs_and_prints_the_table(settings, tmp_path, capsys):
     assert code == 0
     assert "`ffn2`" in capsys.readouterr().out
     assert main(["sweep", "--preset", "nope"]) == 2
+
+
+def test_validation_queries_are_held_out_of_training_and_reported(settings, tmp_path, monkeypatch):
+    trained_queries = []
+    real_cache_features = sweep_runner.cache_features
+    monkeypatch.setattr(
+        sweep_runner, "cache_features",
+        lambda model, pairs, *a: trained_queries.extend(pairs["query"]) or real_cache_features(model, pairs, *a),
+    )
+    records = run_sweep(settings.replace(heads=["linear"], seeds=[0], validation_queries=4, eval_data=()), tmp_path / "v")
+    validation = records[0]["validation"]["tinypairs-val"]
+    assert records[0]["eval"] == {} and 0.0 <= validation["metrics"]["ndcg@10"] <= 1.0
+    train_pairs, validation_sets = sweep_runner.load_pairs(settings.replace(validation_queries=4))
+    validation_set = validation_sets["tinypairs-val"]
+    # 24 distinct training queries: 4 held out, the other 20 trained on; none on both sides.
+    assert len(validation_set.query_ids) == 4 and len(trained_queries) == 20
+    assert not set(validation_set.query_texts) & set(trained_queries)
+    assert set(train_pairs["positive"]) <= set(validation_set.doc_texts)  # the corpus: every training passage
+    rows = list(csv.DictReader(open(tmp_path / "v" / "results.csv")))
+    assert {(r["dataset"], r["split"]) for r in rows} == {("tinypairs-val", "validation")}
+
+
+def test_validation_rows_stay_out_of_the_test_average(settings, tmp_path):
+    run_sweep(settings.replace(heads=["linear"], seeds=[0], validation_queries=2), tmp_path / "v")
+    rows = list(csv.DictReader(open(tmp_path / "v" / "results.csv")))
+    test_ndcg = next(float(r["ndcg@10"]) for r in rows if r["split"] == "test")
+    assert {r["split"] for r in rows} == {"test", "validation"}
+    table_row = next(line for line in (tmp_path / "v" / "table.md").read_text().splitlines() if "`linear`" in line)
+    assert table_row.split("|")[-4].strip() == f"{100 * test_ndcg:.2f} ± 0.00"  # the average column
+
+
+def test_zero_branch_init_starts_residual_heads_as_the_linear_head(settings):
+    import torch
+
+    zero = settings.replace(branch_init="zero")
+    linear, _ = sweep_runner.build_run_head("linear", 3, zero, 32)
+    residual, _ = sweep_runner.build_run_head("ffn2-x2-res", 3, zero, 32)
+    plain, _ = sweep_runner.build_run_head("ffn2", 3, zero, 32)  # no residual: left as drawn
+    random_residual, _ = sweep_runner.build_run_head("ffn2-x2-res", 3, settings, 32)
+    x = torch.randn(5, 32)
+    assert torch.allclose(residual(x), linear(x), atol=1e-6)
+    assert not torch.allclose(random_residual(x), linear(x), atol=1e-3)
+    assert torch.equal(plain(x), sweep_runner.build_run_head("ffn2", 3, settings, 32)[0](x))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"eval_data": ()}, "would evaluate nothing"), ({"branch_init": "ones"}, "branch_init must be one of"),
+     ({"validation_queries": -1}, "validation_queries must be an int >= 0")],
+)
+def test_bad_validation_and_init_settings_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SweepSettings(**changes)
+
+
+def test_too_many_validation_queries_are_rejected(settings):
+    with pytest.raises(ValueError, match="must be smaller than the 24 distinct"):
+        sweep_runner.load_pairs(settings.replace(validation_queries=24))

@@ -15,14 +15,17 @@ METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
 def result_rows(records: list[dict]) -> list[dict]:
-    """Flatten run records into one row per head x seed x data set."""
+    """Flatten run records into one row per head x seed x data set (``split``: ``test`` or ``validation``)."""
     rows = []
     for record in sorted(records, key=lambda r: (r["head"], r["seed"])):
-        for dataset, evaluation in record["eval"].items():
+        evaluations = [("test", item) for item in record["eval"].items()]
+        evaluations += [("validation", item) for item in record.get("validation", {}).items()]
+        for split, (dataset, evaluation) in evaluations:
             rows.append({
                 "head": record["head"],
                 "seed": record["seed"],
                 "dataset": dataset,
+                "split": split,
                 **{metric: evaluation["metrics"][metric] for metric in METRICS},
                 "params": record["params"],
                 "train_seconds": round(record["train_seconds"], 2),
@@ -35,12 +38,18 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarise(rows: list[dict], metric: str = "ndcg@10") -> dict[str, dict]:
-    """Per head: ``{dataset: (mean, std)}``, the average over data sets per seed (mean, std), params, seeds."""
+    """Per head: ``{dataset: (mean, std)}``, the average over data sets per seed (mean, std), params, seeds.
+
+    The average is over the test sets; a sweep with validation sets only averages those.
+    """
+    averaged_split = "test" if any(row.get("split", "test") == "test" for row in rows) else "validation"
     by_head: dict[str, dict] = defaultdict(lambda: {"datasets": defaultdict(list), "seeds": defaultdict(dict)})
     for row in rows:
         entry = by_head[row["head"]]
         entry["datasets"][row["dataset"]].append(row[metric])
-        entry["seeds"][row["seed"]][row["dataset"]] = row[metric]
+        entry.setdefault("seeds_seen", set()).add(row["seed"])
+        if row.get("split", "test") == averaged_split:
+            entry["seeds"][row["seed"]][row["dataset"]] = row[metric]
         entry["params"] = row["params"]
     summary = {}
     for head, entry in by_head.items():
@@ -49,7 +58,7 @@ def summarise(rows: list[dict], metric: str = "ndcg@10") -> dict[str, dict]:
             "datasets": {name: _mean_std(values) for name, values in entry["datasets"].items()},
             "average": _mean_std(averages),
             "params": entry["params"],
-            "n_seeds": len(entry["seeds"]),
+            "n_seeds": len(entry["seeds_seen"]),
         }
     return summary
 
@@ -123,10 +132,12 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
         f"mode `{settings.mode}`, train `{settings.train_data}` ({settings.max_pairs or 'all'} pairs), "
         f"{settings.steps} steps x batch {settings.batch_size}, lr {settings.lr}, temperature {settings.temperature}, "
         f"test queries per set: {settings.max_eval_queries or 'all'} (seeded sample, full corpus), "
+        f"head init `{getattr(settings, 'branch_init', 'random')}`, validation: "
+        f"{getattr(settings, 'validation_queries', 0) or 'none'} held-out training queries (`-val` column, not in the average), "
         f"seeds {seeds}; machine: {machine['platform']}, {machine['usable_cpus']} CPUs, torch {machine['torch']}"
     )
-    atomic_write_text(output / "table.md", f"NDCG@10 x100 on the test splits; {budget}\n\n{table}")
-    plot(summary, output / "results.png", title=f"{settings.train_data} -> {', '.join(settings.eval_data)}")
+    atomic_write_text(output / "table.md", f"NDCG@10 x100; average over the test splits; {budget}\n\n{table}")
+    plot(summary, output / "results.png", title=f"{settings.train_data} -> {', '.join(settings.eval_data) or 'validation'}")
     print(table)
     return table
 

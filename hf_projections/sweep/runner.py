@@ -15,7 +15,9 @@ from pathlib import Path
 import torch
 
 from hf_projections.evaluation import evaluate_embeddings, load_beir, load_training_pairs, machine_info
-from hf_projections.heads import build_projection, describe, resolve_spec
+from hf_projections.evaluation.beir import holdout_split, pairs_to_beir
+from hf_projections.heads import build_projection, describe, init_from_linear, resolve_spec
+from hf_projections.heads.base import ResidualHead
 from hf_projections.integrations.peft import save_head
 from hf_projections.io import atomic_write_json
 from hf_projections.modeling import ColBERTModel
@@ -39,12 +41,36 @@ class EvalSet:
     @classmethod
     def load(cls, name: str, max_queries: int | None = None) -> EvalSet:
         """The test split; with ``max_queries``, a seeded sample of its queries (the corpus stays whole)."""
-        dataset = load_beir(name, split="test")
+        return cls.from_dataset(load_beir(name, split="test"), max_queries)
+
+    @classmethod
+    def from_dataset(cls, dataset, max_queries: int | None = None) -> EvalSet:
         query_ids = list(dataset.queries)
         if max_queries is not None and len(query_ids) > max_queries:
             query_ids = sorted(random.Random(0).sample(query_ids, max_queries), key=query_ids.index)
         return cls(dataset, list(dataset.corpus), list(dataset.corpus.values()),
                    query_ids, [dataset.queries[q] for q in query_ids])
+
+
+def load_pairs(settings: SweepSettings):
+    """The training pairs and, with ``settings.validation_queries``, a held-out validation set.
+
+    Returns ``(train_pairs, validation)``: ``validation`` is ``None`` or ``{name: EvalSet}`` whose queries are
+    the held-out training queries (none of them is trained on) and whose corpus is every passage of the pairs.
+    """
+    pairs = load_training_pairs(settings.train_data, max_pairs=settings.max_pairs, seed=0)
+    if not settings.validation_queries:
+        return pairs, None
+    n_queries = len(set(pairs["query_id"]))
+    if settings.validation_queries >= n_queries:
+        raise ValueError(
+            f"validation_queries={settings.validation_queries} must be smaller than the {n_queries} distinct "
+            f"training queries of {settings.train_data!r}"
+        )
+    train, held_out = holdout_split(pairs, fraction=settings.validation_queries / n_queries, seed=0)
+    name = f"{settings.train_data}-val"
+    corpus = dict(zip(pairs["positive_id"], pairs["positive"]))
+    return train, {name: EvalSet.from_dataset(pairs_to_beir(held_out, corpus=corpus, name=name, split="validation"))}
 
 
 def run_key(head: str, seed: int) -> str:
@@ -70,6 +96,8 @@ def _check_resumable(output: Path, settings: SweepSettings) -> None:
         previous = json.loads(saved.read_text(encoding="utf-8"))
         # Heads and seeds may grow between sessions, and thread counts do not change results.
         budget = {k: v for k, v in settings.to_dict().items() if k not in ("heads", "seeds", "train_threads")}
+        # A field added after the folder was written counts as its default value.
+        previous = {**SweepSettings().to_dict(), **previous}
         old_budget = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.items() if k in budget}
         if old_budget != budget:
             changed = sorted(k for k in budget if old_budget.get(k) != budget[k])
@@ -139,11 +167,13 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
         document_max_length=settings.document_max_length,
     )
     backbone_state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    pairs = load_training_pairs(settings.train_data, max_pairs=settings.max_pairs, seed=0)
-    print(f"[sweep] caching backbone features ({len(pairs)} training pairs, eval: {', '.join(settings.eval_data)})")
-    started = time.perf_counter()
+    pairs, validation_sets = load_pairs(settings)
+    validation_sets = validation_sets or {}
     eval_sets = {name: EvalSet.load(name, settings.max_eval_queries) for name in settings.eval_data}
-    caches = cache_features(model, pairs, eval_sets, settings.mode, cache_dir)
+    print(f"[sweep] caching backbone features ({len(pairs)} training pairs, "
+          f"eval: {', '.join([*eval_sets, *validation_sets])})")
+    started = time.perf_counter()
+    caches = cache_features(model, pairs, {**eval_sets, **validation_sets}, settings.mode, cache_dir)
     cache_seconds = time.perf_counter() - started
 
     records = list(finished.values())
@@ -153,7 +183,9 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
             if key in finished:
                 continue
             print(f"[sweep] {key}")
-            record = _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eval_sets, output)
+            record = _train_and_evaluate(
+                model, backbone_state, head, seed, settings, caches, eval_sets, validation_sets, output
+            )
             record["cache_seconds_this_session"] = cache_seconds
             with runs_path.open("a", encoding="utf-8") as handle:
                 handle.write(json.dumps(record) + "\n")
@@ -162,13 +194,25 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
     return records
 
 
-def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eval_sets, output: Path) -> dict:
+def build_run_head(head: str, seed: int, settings: SweepSettings, d_in: int):
+    """The seeded starting head of one run; ``branch_init="zero"`` starts residual heads as the seed's linear head.
+
+    Returns ``(head module, resolved spec)``.
+    """
+    spec = json.loads(head) if head.lstrip().startswith("{") else head
+    torch.manual_seed(seed)
+    module = build_projection(spec, d_in, settings.dim)
+    if settings.branch_init == "zero" and isinstance(module, ResidualHead) and module.residual:
+        torch.manual_seed(seed)
+        baseline = build_projection("linear", d_in, settings.dim)
+        init_from_linear(module, baseline.linear.weight)
+    return module, resolve_spec(spec)
+
+
+def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eval_sets, validation_sets, output: Path) -> dict:
     """One run: a fresh head (seeded), the backbone reset, training from the cache, evaluation from the cache."""
     model.backbone.load_state_dict(backbone_state)
-    torch.manual_seed(seed)
-    spec = json.loads(head) if head.lstrip().startswith("{") else head
-    model.projection = build_projection(spec, model.config.hidden_size, settings.dim)
-    model.config.projection = resolve_spec(spec)
+    model.projection, model.config.projection = build_run_head(head, seed, settings, model.config.hidden_size)
     run_dir = output / "runs" / head.replace("/", "_") / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, query_cache, doc_cache = caches
@@ -179,6 +223,7 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
     finally:
         torch.set_num_threads(threads)
     evaluation = {name: _evaluate_from_cache(model, s, query_cache, doc_cache) for name, s in eval_sets.items()}
+    validation = {name: _evaluate_from_cache(model, s, query_cache, doc_cache) for name, s in validation_sets.items()}
     info = describe(model.projection)
     record = {
         "key": run_key(head, seed),
@@ -190,6 +235,7 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
         "train_steps": stats["steps"],
         "final_loss": stats["loss"],
         "eval": evaluation,
+        "validation": validation,
     }
     _save_run(model, run_dir, record, settings)
     return record

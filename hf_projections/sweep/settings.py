@@ -6,6 +6,9 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+BRANCH_INITS = ("random", "zero")
+
+
 @dataclass(frozen=True)
 class SweepSettings:
     """One identical budget for every run of a sweep.
@@ -24,6 +27,13 @@ class SweepSettings:
             the corpus is always complete.
         train_threads: torch threads while training from the cache (None: torch's default). The cached
             steps are small matmuls; on the 2-core reference machine one thread ran them 2-3x faster than two.
+        validation_queries: hold out this many training query ids (seeded; their pairs leave the training set)
+            and report metrics on them against the training passages: the place to make choices, never the
+            test queries. 0: no validation set.
+        branch_init: ``random`` (every layer drawn by its default init) or ``zero``: a residual head starts as
+            exactly the ``linear`` head of the same seed (its shortcut gets that weight, the branch output is
+            zeroed, see ``heads.init_from_linear``), so training can only add to the baseline. Heads without a
+            residual connection are not changed.
     """
 
     backbone: str | None = None
@@ -42,6 +52,8 @@ class SweepSettings:
     document_max_length: int = 180
     max_eval_queries: int | None = None
     train_threads: int | None = 1
+    validation_queries: int = 0
+    branch_init: str = "random"
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def replace(self, **changes) -> SweepSettings:
@@ -69,6 +81,12 @@ class SweepSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
+        if isinstance(self.validation_queries, bool) or not isinstance(self.validation_queries, int) or self.validation_queries < 0:
+            raise ValueError(f"validation_queries must be an int >= 0, got {self.validation_queries!r}")
+        if not self.eval_data and not self.validation_queries:
+            raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
+        if self.branch_init not in BRANCH_INITS:
+            raise ValueError(f"branch_init must be one of {', '.join(BRANCH_INITS)}, got {self.branch_init!r}")
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
 
