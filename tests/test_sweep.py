@@ -158,3 +158,14 @@ def test_bad_validation_and_init_settings_are_rejected(changes, message):
 def test_too_many_validation_queries_are_rejected(settings):
     with pytest.raises(ValueError, match="must be smaller than the 24 distinct"):
         sweep_runner.load_pairs(settings.replace(validation_queries=24))
+
+
+def test_run_card_names_the_hub_id_of_the_offline_backbone(minilm_path, tmp_path):
+    from hf_projections.sweep.report import write_run_card
+
+    record = {"key": "linear/seed0", "head": "linear", "seed": 0, "params": 10, "macs_per_token": 10,
+              "final_loss": 0.5, "eval": {"scifact": {"metrics": {"ndcg@10": 0.5, "recall@100": 0.9, "mrr@10": 0.4}}}}
+    write_run_card(tmp_path, record, SweepSettings(backbone=str(minilm_path)))
+    card = (tmp_path / "README.md").read_text()
+    assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
+    assert str(minilm_path) not in card.split("---")[1]  # the local path stays out of the metadata

@@ -146,9 +146,11 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
     """A model card (``README.md``) for one sweep run: its head, budget and measured test metrics."""
     from huggingface_hub import ModelCard, ModelCardData
 
+    from hf_projections.integrations.model_card import hub_base_model
+
     data = ModelCardData(
         library_name="hf-projections",
-        base_model=settings.backbone,
+        base_model=hub_base_model(settings.backbone),  # the Hub id; None for a local folder the Hub cannot know
         tags=["colbert", "late-interaction", "hf-projections", "sentence-transformers"],
         datasets=[settings.train_data],
     )
