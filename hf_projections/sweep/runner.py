@@ -177,8 +177,9 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
     cache_seconds = time.perf_counter() - started
 
     records = list(finished.values())
-    for head in settings.heads:
-        for seed in settings.seeds:
+    # Seed-major order: a sweep stopped part-way has the whole grid at its first seeds, not some heads at all.
+    for seed in settings.seeds:
+        for head in settings.heads:
             key = run_key(head, seed)
             if key in finished:
                 continue
