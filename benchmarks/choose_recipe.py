@@ -1,0 +1,118 @@
+"""Choose the sweep's training recipe on held-out *training* queries, never on test queries.
+
+Each variant is one sweep (``linear`` vs the paper's best head, same seeds) that changes one knob of the
+quick budget (head init, learning rate, steps, temperature) and evaluates only on ``validation_queries``
+GenQ queries held out of the training pairs (``eval_data`` is empty, so no test query is encoded or scored).
+All variants share one feature cache. Writes ``<output>/choices.json`` and ``choices.md``: validation NDCG@10
+per head and variant, and the residual head's delta vs ``linear`` under the same variant.
+
+    python benchmarks/choose_recipe.py --output benchmarks/results/choices
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+from hf_projections.io import atomic_write_json, atomic_write_text
+from hf_projections.sweep import SweepSettings, run_sweep
+
+VARIANTS: dict[str, dict] = {
+    "base (quick budget)": {},
+    "branch_init=zero": {"branch_init": "zero"},
+    "lr=3e-3": {"lr": 3e-3},
+    "branch_init=zero, lr=3e-3": {"branch_init": "zero", "lr": 3e-3},
+    "steps=1500": {"steps": 1500},
+    "lr=3e-4": {"lr": 3e-4},
+}
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--output", type=Path, default=Path("runs/choices"))
+    parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: OUTPUT/cache)")
+    parser.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names from VARIANTS")
+    parser.add_argument("--heads", default="linear,ffn2-x2-res")
+    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--validation-queries", type=int, default=500)
+    parser.add_argument("--backbone", default=None)
+    return parser.parse_args(argv)
+
+
+def main(argv=None, **budget_changes) -> None:
+    """Run the variants; ``budget_changes`` replace fields of the quick budget (tests use a tiny one)."""
+    args = parse_args(argv)
+    names = [n.strip() for n in args.variants.split(";") if n.strip()]
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
+    if args.backbone is None:
+        from hf_projections.cli import default_backbone
+
+        args.backbone = default_backbone()
+    base = SweepSettings.from_preset("quick").replace(
+        backbone=args.backbone,
+        heads=args.heads.split(","),
+        seeds=[int(s) for s in args.seeds.split(",")],
+        eval_data=(),
+        validation_queries=args.validation_queries,
+        **budget_changes,
+    )
+    cache_dir = args.cache_dir or args.output / "cache"
+    results = {}
+    for name in names:
+        started = time.perf_counter()
+        settings = base.replace(**VARIANTS[name])
+        output = args.output / slug(name)
+        if set(VARIANTS[name]) == {"branch_init"}:
+            reuse_linear_runs(args.output / slug(next(iter(VARIANTS))), output)
+        records = run_sweep(settings, output, cache_dir=cache_dir)
+        per_head: dict[str, list[float]] = {}
+        for record in records:
+            (validation,) = record["validation"].values()
+            per_head.setdefault(record["head"], []).append(validation["metrics"]["ndcg@10"])
+        results[name] = {"changes": VARIANTS[name], "ndcg@10": per_head, "seconds": time.perf_counter() - started}
+        atomic_write_json(args.output / "choices.json", {"base": base.to_dict(), "variants": results})
+    atomic_write_text(args.output / "choices.md", choices_table(results, base))
+    print((args.output / "choices.md").read_text())
+
+
+def reuse_linear_runs(base_output: Path, output: Path) -> None:
+    """``branch_init`` does not touch a ``linear`` head: seed ``output`` with the base variant's linear runs
+    (same budget, same seeds, so the same deterministic result) instead of training them again."""
+    base_runs = base_output / "runs.jsonl"
+    if (output / "runs.jsonl").exists() or not base_runs.exists():
+        return
+    lines = [line for line in base_runs.read_text().splitlines() if line and json.loads(line).get("head") == "linear"]
+    output.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output / "runs.jsonl", "".join(line + "\n" for line in lines))
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "=-." else "_" for c in name).strip("_")
+
+
+def choices_table(results: dict, base: SweepSettings) -> str:
+    heads = list(dict.fromkeys(h for r in results.values() for h in r["ndcg@10"]))
+    lines = [
+        f"Validation NDCG@10 x100 on {base.validation_queries} held-out `{base.train_data}` queries (corpus: every "
+        f"training passage); quick budget otherwise ({base.steps} steps x {base.batch_size}, lr {base.lr}, "
+        f"temperature {base.temperature}, mode `{base.mode}`), seeds {', '.join(map(str, base.seeds))}. No test query "
+        "was used.",
+        "",
+        "| variant | " + " | ".join(f"`{h}`" for h in heads) + " | best non-linear Δ vs linear |",
+        "|---|" + "---|" * (len(heads) + 1),
+    ]
+    for name, result in results.items():
+        means = {h: statistics.fmean(v) for h, v in result["ndcg@10"].items()}
+        others = [means[h] - means["linear"] for h in means if h != "linear"]
+        cells = [f"{100 * means[h]:.2f}" if h in means else "" for h in heads]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * max(others):+.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

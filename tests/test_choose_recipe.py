@@ -1,0 +1,57 @@
+"""``benchmarks/choose_recipe.py`` on a tiny backbone and tiny pairs: validation only, never a test set."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def choose_recipe(tmp_path, monkeypatch):
+    folder = tmp_path / "data" / "tinypairs"
+    folder.mkdir(parents=True)
+    topics = ["cat", "dog", "protein", "cell", "gene", "drug"]
+    rows = [{"_id": f"d{i}", "title": "", "text": f"the {t} study of {t}", "query": f"{t} {w}"}
+            for i, t in enumerate(topics) for w in ("study", "risk", "effect")]
+    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
+    monkeypatch.syspath_prepend(str(REPO))
+    import benchmarks.choose_recipe as module
+
+    def no_test_data(*args, **kwargs):
+        raise AssertionError("choose_recipe must not load a test split")
+
+    monkeypatch.setattr("hf_projections.sweep.runner.load_beir", no_test_data)
+    return module
+
+
+def test_variants_are_compared_on_held_out_training_queries(choose_recipe, tiny_backbone, tmp_path, capsys):
+    output = tmp_path / "choices"
+    choose_recipe.main(
+        ["--output", str(output), "--backbone", tiny_backbone, "--validation-queries", "4",
+         "--variants", "base (quick budget);branch_init=zero"],
+        train_data="tinypairs", max_pairs=None, steps=2, batch_size=4, dim=8, document_max_length=16,
+    )
+    result = json.loads((output / "choices.json").read_text())["variants"]
+    assert set(result) == {"base (quick budget)", "branch_init=zero"}
+    assert all(set(v["ndcg@10"]) == {"linear", "ffn2-x2-res"} for v in result.values())
+    # branch_init leaves linear heads alone: the base variant's linear run is reused, not trained again.
+    assert result["branch_init=zero"]["ndcg@10"]["linear"] == result["base (quick budget)"]["ndcg@10"]["linear"]
+    base_linear, zero_linear = (
+        next(line for line in (output / name / "runs.jsonl").read_text().splitlines() if '"head": "linear"' in line)
+        for name in ("base__quick_budget", "branch_init=zero")
+    )
+    assert zero_linear == base_linear  # the same record, train_seconds included
+    table = (output / "choices.md").read_text()
+    assert "| branch_init=zero |" in table and "No test query was used" in table
+    assert table in capsys.readouterr().out
+
+
+def test_unknown_variant_is_refused(choose_recipe, tmp_path):
+    with pytest.raises(SystemExit, match="unknown variants"):
+        choose_recipe.main(["--output", str(tmp_path), "--variants", "lr=1"])
