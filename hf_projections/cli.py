@@ -30,6 +30,13 @@ def _split_list(value: str) -> list[str]:
     return items
 
 
+def _int_list(value: str) -> list[int]:
+    try:
+        return [int(item) for item in _split_list(value)]
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from error
+
+
 def _projection_arg(value: str):
     """A preset name or an inline JSON spec such as '{"type": "ffn", "depth": 3}'."""
     if value.lstrip().startswith("{"):
@@ -102,6 +109,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "validation_queries": args.validation_queries,
         "branch_init": args.branch_init,
         "mode": args.mode,
+        "matryoshka_dims": args.matryoshka_dims,
+        "matryoshka_weights": args.matryoshka_weights,
     }
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     if settings.backbone is None:
@@ -146,12 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     sweep = sub.add_parser("sweep", help="train and evaluate a grid of heads x seeds under one budget")
-    sweep.add_argument("--preset", default="quick", help="quick | paper")
+    sweep.add_argument("--preset", default="quick", help="quick | paper | matryoshka")
     sweep.add_argument("--output", default="runs/sweep")
     sweep.add_argument("--cache-dir", help="backbone feature cache (default: OUTPUT/cache); shareable between sweeps")
     sweep.add_argument("--backbone")
     sweep.add_argument("--heads", type=_split_list, help="comma-separated presets (overrides the preset's grid)")
-    sweep.add_argument("--seeds", type=lambda v: [int(s) for s in _split_list(v)])
+    sweep.add_argument("--seeds", type=_int_list)
     sweep.add_argument("--train-data")
     sweep.add_argument("--eval-data", type=lambda v: [] if v.strip() == "none" else _split_list(v),
                        help="comma-separated BEIR sets scored on their test split; 'none' with --validation-queries")
@@ -166,6 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--branch-init", choices=("random", "zero"),
                        help="zero: residual heads start as the same seed's linear head")
     sweep.add_argument("--mode", help="head (frozen backbone) | top-K (last K backbone layers + head)")
+    sweep.add_argument("--matryoshka-dims", type=_int_list,
+                       help="train and evaluate nested dims too, e.g. 32,64,96,128 (ascending, each <= the dim)")
+    sweep.add_argument("--matryoshka-weights", type=lambda v: [float(w) for w in _split_list(v)],
+                       help="one loss weight per trained dim (the Matryoshka dims plus the full dim); default 1 each")
     sweep.set_defaults(func=cmd_sweep)
     return parser
 

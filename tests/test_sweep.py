@@ -169,3 +169,85 @@ def test_run_card_names_the_hub_id_of_the_offline_backbone(minilm_path, tmp_path
     card = (tmp_path / "README.md").read_text()
     assert "base_model: sentence-transformers/all-MiniLM-L6-v2" in card
     assert str(minilm_path) not in card.split("---")[1]  # the local path stays out of the metadata
+
+
+# --------------------------------------------------------------------------- Matryoshka dims
+
+
+def test_matryoshka_sweep_trains_nested_dims_and_reports_each(settings, tmp_path, monkeypatch):
+    import torch
+
+    from hf_projections.evaluation import evaluate_embeddings
+    from hf_projections.integrations.peft import load_head
+    from hf_projections.modeling import ColBERTModel
+    from hf_projections.training.losses import MatryoshkaLoss
+
+    losses = []
+    real_train = sweep_runner.train_from_cache
+    monkeypatch.setattr(sweep_runner, "train_from_cache", lambda *a, loss, **k: losses.append(loss) or real_train(*a, loss=loss, **k))
+    matryoshka = settings.replace(heads=["linear"], seeds=[0], matryoshka_dims=[2, 4], matryoshka_weights=[1, 0.5, 2])
+    record = run_sweep(matryoshka, tmp_path / "m")[0]
+    assert isinstance(losses[0], MatryoshkaLoss) and losses[0]._weights(8) == [(2, 1.0), (4, 0.5), (8, 2.0)]
+    assert set(record["eval_by_dim"]) == {"2", "4"} and record["dim"] == 8
+    rows = list(csv.DictReader(open(tmp_path / "m" / "results.csv")))
+    assert sorted(int(r["dim"]) for r in rows) == [2, 4, 8]
+    full = next(r for r in rows if r["dim"] == "8")
+    assert float(full["ndcg@10"]) == record["eval"]["tinyset"]["metrics"]["ndcg@10"]
+    table = (tmp_path / "m" / "table.md").read_text()
+    assert "Per Matryoshka dim" in table and "| head | dim | params |" in table
+    assert sum(line.startswith("| `linear` | ") for line in table.splitlines()) == 4  # the main table + 3 dims
+
+    # The dim-2 row is what the saved head gives through the model's own truncate_dim (a backbone pass here).
+    model = ColBERTModel.from_backbone(settings.backbone, projection="linear", dim=8, document_max_length=16,
+                                       matryoshka_dims=[2, 4])
+    load_head(model, tmp_path / "m" / "runs" / "linear" / "seed0" / "head")
+    eval_set = sweep_runner.EvalSet.load("tinyset")
+    with torch.no_grad():
+        result = evaluate_embeddings(
+            model.encode_queries(eval_set.query_texts, truncate_dim=2),
+            model.encode_documents(eval_set.doc_texts, truncate_dim=2),
+            eval_set.dataset.qrels, query_ids=eval_set.query_ids, doc_ids=eval_set.doc_ids,
+        )
+    assert result["metrics"]["ndcg@10"] == pytest.approx(float(next(r for r in rows if r["dim"] == "2")["ndcg@10"]), abs=1e-3)
+    assert "matryoshka_dims=[2, 4]" in (tmp_path / "m" / "runs" / "linear" / "seed0" / "README.md").read_text()
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [({"matryoshka_dims": (64, 32)}, "strictly ascending"), ({"matryoshka_dims": (32, 256)}, "<= dim=128"),
+     ({"matryoshka_dims": (0, 32)}, "positive ints"), ({"matryoshka_dims": ()}, "non-empty"),
+     ({"matryoshka_weights": (1.0,)}, "without matryoshka_dims"),
+     ({"matryoshka_dims": (32, 64), "matryoshka_weights": (1.0, 1.0)}, r"one weight per trained dim \[32, 64, 128\]"),
+     ({"matryoshka_dims": (32,), "matryoshka_weights": (1.0, -1.0)}, "non-negative")],
+)
+def test_bad_matryoshka_settings_are_rejected(changes, message):
+    with pytest.raises(ValueError, match=message):
+        SweepSettings(**changes)
+
+
+def test_matryoshka_preset_and_trained_dims():
+    preset = SweepSettings.from_preset("matryoshka")
+    assert preset.matryoshka_dims == (32, 64, 96, 128) and preset.trained_dims() == (32, 64, 96, 128)
+    assert SweepSettings(matryoshka_dims=[16, 32]).trained_dims() == (16, 32, 128)
+    assert SweepSettings().trained_dims() == (128,)
+
+
+def test_cli_sweep_takes_matryoshka_dims(settings, tmp_path):
+    common = ["sweep", "--backbone", settings.backbone, "--heads", "linear", "--seeds", "0", "--train-data",
+              "tinypairs", "--eval-data", "tinyset", "--steps", "2", "--batch-size", "4"]
+    assert main([*common, "--matryoshka-dims", "16,64", "--output", str(tmp_path / "cli")]) == 0
+    rows = list(csv.DictReader(open(tmp_path / "cli" / "results.csv")))
+    assert sorted(int(r["dim"]) for r in rows) == [16, 64, 128]
+    assert main([*common, "--matryoshka-dims", "64,16", "--output", str(tmp_path / "bad")]) == 2
+
+
+def test_rows_of_older_records_take_the_full_dim_and_summaries_keep_to_it():
+    from hf_projections.sweep.report import result_rows, summarise
+
+    metrics = {"ndcg@10": 0.5, "recall@100": 0.9, "mrr@10": 0.4}
+    old = {"head": "linear", "seed": 0, "params": 1, "train_seconds": 1.0, "eval": {"s": {"metrics": metrics}}}
+    new = {**old, "seed": 1, "dim": 128, "eval_by_dim": {"32": {"s": {"metrics": {**metrics, "ndcg@10": 0.1}}}}}
+    rows = result_rows([old, new], full_dim=128)
+    assert [(r["seed"], r["dim"]) for r in rows] == [(0, 128), (1, 128), (1, 32)]
+    assert summarise(rows)["linear"]["datasets"]["s"] == (0.5, 0.0)  # the full dim only
+    assert summarise(rows, dim=32)["linear"]["datasets"]["s"] == (0.1, 0.0)

@@ -1,5 +1,6 @@
-"""Sweep outputs: results.csv / results.json (one row per head x seed x data set), a markdown table
-(mean ± std over seeds, delta vs ``linear``), a bar chart with seed error bars, and a card per run."""
+"""Sweep outputs: results.csv / results.json (one row per head x seed x data set x dim), a markdown table
+(mean ± std over seeds, delta vs ``linear``; with Matryoshka dims a second table per dim), a bar chart of the
+full dim with seed error bars, and a card per run."""
 
 from __future__ import annotations
 
@@ -14,18 +15,29 @@ from hf_projections.io import atomic_write, atomic_write_json, atomic_write_text
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
 
-def result_rows(records: list[dict]) -> list[dict]:
-    """Flatten run records into one row per head x seed x data set (``split``: ``test`` or ``validation``)."""
+def _evaluations(record: dict, full_dim: int | None):
+    """``(split, dim, data set, evaluation)`` of one run record: the full dim, then each truncated dim."""
+    full_dim = record.get("dim", full_dim)
+    parts = [(full_dim, record["eval"], record.get("validation", {}))]
+    truncated = record.get("eval_by_dim", {})
+    parts += [(int(d), truncated[d], record.get("validation_by_dim", {}).get(d, {})) for d in sorted(truncated, key=int)]
+    for dim, test, validation in parts:
+        yield from (("test", dim, name, evaluation) for name, evaluation in test.items())
+        yield from (("validation", dim, name, evaluation) for name, evaluation in validation.items())
+
+
+def result_rows(records: list[dict], full_dim: int | None = None) -> list[dict]:
+    """Flatten run records into one row per head x seed x data set x dim (``split``: ``test`` or ``validation``;
+    ``dim``: the run's full dim, or a Matryoshka dim; ``full_dim`` names it for records that do not)."""
     rows = []
     for record in sorted(records, key=lambda r: (r["head"], r["seed"])):
-        evaluations = [("test", item) for item in record["eval"].items()]
-        evaluations += [("validation", item) for item in record.get("validation", {}).items()]
-        for split, (dataset, evaluation) in evaluations:
+        for split, dim, dataset, evaluation in _evaluations(record, full_dim):
             rows.append({
                 "head": record["head"],
                 "seed": record["seed"],
                 "dataset": dataset,
                 "split": split,
+                "dim": dim,
                 **{metric: evaluation["metrics"][metric] for metric in METRICS},
                 "params": record["params"],
                 "train_seconds": round(record["train_seconds"], 2),
@@ -37,11 +49,15 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
-def summarise(rows: list[dict], metric: str = "ndcg@10") -> dict[str, dict]:
+def summarise(rows: list[dict], metric: str = "ndcg@10", dim: int | None = None) -> dict[str, dict]:
     """Per head: ``{dataset: (mean, std)}``, the average over data sets per seed (mean, std), params, seeds.
 
-    The average is over the test sets; a sweep with validation sets only averages those.
+    The average is over the test sets; a sweep with validation sets only averages those. Only rows at ``dim``
+    count (default: the largest dim in ``rows``, i.e. the full one).
     """
+    dims = {row["dim"] for row in rows if row.get("dim") is not None}
+    dim = dim if dim is not None else max(dims, default=None)
+    rows = [row for row in rows if row.get("dim") in (None, dim)]
     averaged_split = "test" if any(row.get("split", "test") == "test" for row in rows) else "validation"
     by_head: dict[str, dict] = defaultdict(lambda: {"datasets": defaultdict(list), "seeds": defaultdict(dict)})
     for row in rows:
@@ -63,20 +79,27 @@ def summarise(rows: list[dict], metric: str = "ndcg@10") -> dict[str, dict]:
     return summary
 
 
-def markdown_table(summary: dict[str, dict], metric: str = "ndcg@10") -> str:
-    """Heads as rows; per data set mean ± std (x100), the average, and its delta vs ``linear``."""
-    datasets = sorted({name for entry in summary.values() for name in entry["datasets"]})
-    baseline = summary.get("linear", {}).get("average", (float("nan"), 0))[0]
-    header = ["head", "params", *[f"{d} {metric}" for d in datasets], "average", "Δ vs linear", "seeds"]
+def markdown_table(summary: dict[str, dict], metric: str = "ndcg@10", by_dim: dict[int, dict] | None = None) -> str:
+    """Heads as rows; per data set mean ± std (x100), the average, and its delta vs ``linear``.
+
+    With ``by_dim`` (``{dim: summary}``, e.g. Matryoshka dims) the table has a ``dim`` column and one block of
+    heads per dim, largest first; the delta is against ``linear`` at the same dim.
+    """
+    groups = [(None, summary)] if by_dim is None else sorted(by_dim.items(), key=lambda item: -item[0])
+    datasets = sorted({name for _, group in groups for entry in group.values() for name in entry["datasets"]})
+    dim_column = ["dim"] if by_dim is not None else []
+    header = ["head", *dim_column, "params", *[f"{d} {metric}" for d in datasets], "average", "Δ vs linear", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for head, entry in sorted(summary.items(), key=lambda item: -item[1]["average"][0]):
-        cells = [f"`{head}`", f"{entry['params']:,}"]
-        for name in datasets:
-            mean, std = entry["datasets"].get(name, (float("nan"), 0.0))
-            cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}")
-        mean, std = entry["average"]
-        cells += [f"{100 * mean:.2f} ± {100 * std:.2f}", f"{100 * (mean - baseline):+.2f}", str(entry["n_seeds"])]
-        lines.append("| " + " | ".join(cells) + " |")
+    for dim, group in groups:
+        baseline = group.get("linear", {}).get("average", (float("nan"), 0))[0]
+        for head, entry in sorted(group.items(), key=lambda item: -item[1]["average"][0]):
+            cells = [f"`{head}`", *([str(dim)] if dim_column else []), f"{entry['params']:,}"]
+            for name in datasets:
+                mean, std = entry["datasets"].get(name, (float("nan"), 0.0))
+                cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}")
+            mean, std = entry["average"]
+            cells += [f"{100 * mean:.2f} ± {100 * std:.2f}", f"{100 * (mean - baseline):+.2f}", str(entry["n_seeds"])]
+            lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -120,13 +143,22 @@ def plot(summary: dict[str, dict], path: Path, metric: str = "ndcg@10", title: s
 
 def write_report(records: list[dict], settings, output: Path, machine: dict) -> str:
     """Write results.csv/json, table.md and results.png into ``output``; print and return the table."""
-    rows = result_rows(records)
+    rows = result_rows(records, settings.dim)
     if not rows:
         return ""
-    summary = summarise(rows)
+    summary = summarise(rows, dim=settings.dim)
     write_csv(output / "results.csv", rows)
     atomic_write_json(output / "results.json", {"settings": settings.to_dict(), "machine": machine, "rows": rows})
     table = markdown_table(summary)
+    matryoshka_dims = getattr(settings, "matryoshka_dims", None)
+    if matryoshka_dims:
+        by_dim = {dim: summarise(rows, dim=dim) for dim in sorted({row["dim"] for row in rows})}
+        weights = getattr(settings, "matryoshka_weights", None)
+        table += (
+            f"\nPer Matryoshka dim (trained on dims {', '.join(map(str, matryoshka_dims))} and {settings.dim}, "
+            f"weights {', '.join(map(str, weights)) if weights else '1 each'}; each dim evaluated on the first d "
+            f"features, re-normalised):\n\n" + markdown_table(summary, by_dim=by_dim)
+        )
     seeds = ", ".join(str(s) for s in settings.seeds)
     budget = (
         f"mode `{settings.mode}`, train `{settings.train_data}` ({settings.max_pairs or 'all'} pairs), "
@@ -154,10 +186,15 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
         tags=["colbert", "late-interaction", "hf-projections", "sentence-transformers"],
         datasets=[settings.train_data],
     )
+    evaluations = [(name, evaluation) for name, evaluation in record["eval"].items()]
+    for dim, by_name in record.get("eval_by_dim", {}).items():  # Matryoshka dims, smallest first
+        evaluations += [(f"{name} @ dim {dim}", evaluation) for name, evaluation in by_name.items()]
     metric_lines = "\n".join(
         f"| {name} | " + " | ".join(f"{evaluation['metrics'][m]:.4f}" for m in METRICS) + " |"
-        for name, evaluation in record["eval"].items()
+        for name, evaluation in evaluations
     )
+    dims = getattr(settings, "matryoshka_dims", None)
+    dims_argument = f", matryoshka_dims={list(dims)}" if dims else ""
     body = f"""---
 {data.to_yaml()}
 ---
@@ -181,7 +218,7 @@ temperature {settings.temperature}, in-batch negatives. Final training loss {rec
 from hf_projections import ColBERTModel
 from hf_projections.integrations.peft import load_head
 
-model = ColBERTModel.from_backbone("{settings.backbone}", projection="{record['head']}", dim={settings.dim})
+model = ColBERTModel.from_backbone("{settings.backbone}", projection="{record['head']}", dim={settings.dim}{dims_argument})
 load_head(model, "head")  # this folder's head/ (safetensors + spec)
 ```
 """

@@ -25,7 +25,7 @@ from hf_projections.sweep.report import write_report, write_run_card
 from hf_projections.sweep.settings import SweepSettings
 from hf_projections.training.cache import build_feature_cache, encode_from_cache
 from hf_projections.training.cached_training import CachedPairs, cache_layer_for_mode, train_from_cache
-from hf_projections.training.losses import ContrastiveLoss
+from hf_projections.training.losses import ContrastiveLoss, MatryoshkaLoss, truncate_embeddings
 
 
 @dataclass
@@ -128,19 +128,34 @@ def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache
     return train_data, query_cache, doc_cache
 
 
-def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache) -> dict:
+def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache, dims: tuple[int, ...] = ()) -> dict:
+    """Metrics at the full dim; with ``dims``, ``{dim: result}`` for each of them (the full dim included).
+
+    Encodes once at the full dim; a smaller dim keeps the first ``d`` features of each (token) embedding and
+    re-normalises, which is exactly what ``truncate_dim`` computes.
+    """
     started = time.perf_counter()
     documents = encode_from_cache(model, doc_cache, texts=eval_set.doc_texts)
     queries = encode_from_cache(model, query_cache, texts=eval_set.query_texts)
-    result = evaluate_embeddings(
-        queries,
-        documents,
-        {q: eval_set.dataset.qrels[q] for q in eval_set.query_ids},  # only the (sampled) queries count
-        query_ids=eval_set.query_ids,
-        doc_ids=eval_set.doc_ids,
-        ignore_identical_ids=eval_set.dataset.ignore_identical_ids,
-    )
-    return {"metrics": result["metrics"], "seconds": time.perf_counter() - started}
+    full_dim = model.config.dim
+    results = {}
+    for dim in sorted(dims or (full_dim,), key=lambda d: d != full_dim):  # the full dim first: it paid the encoding
+        if dim != full_dim:
+            started = time.perf_counter()
+            queries_d = [truncate_embeddings(e, dim) for e in queries]
+            documents_d = [truncate_embeddings(e, dim) for e in documents]
+        else:
+            queries_d, documents_d = queries, documents
+        result = evaluate_embeddings(
+            queries_d,
+            documents_d,
+            {q: eval_set.dataset.qrels[q] for q in eval_set.query_ids},  # only the (sampled) queries count
+            query_ids=eval_set.query_ids,
+            doc_ids=eval_set.doc_ids,
+            ignore_identical_ids=eval_set.dataset.ignore_identical_ids,
+        )
+        results[dim] = {"metrics": result["metrics"], "seconds": time.perf_counter() - started}
+    return results if dims else results[full_dim]
 
 
 def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | Path | None = None) -> list[dict]:
@@ -165,6 +180,7 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
         dim=settings.dim,
         query_max_length=settings.query_max_length,
         document_max_length=settings.document_max_length,
+        matryoshka_dims=list(settings.matryoshka_dims) if settings.matryoshka_dims else None,
     )
     backbone_state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     pairs, validation_sets = load_pairs(settings)
@@ -223,8 +239,13 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
         stats = _train(model, train_data, seed, settings, run_dir)
     finally:
         torch.set_num_threads(threads)
-    evaluation = {name: _evaluate_from_cache(model, s, query_cache, doc_cache) for name, s in eval_sets.items()}
-    validation = {name: _evaluate_from_cache(model, s, query_cache, doc_cache) for name, s in validation_sets.items()}
+    dims = settings.trained_dims()
+    by_dim = {
+        part: {name: _evaluate_from_cache(model, s, query_cache, doc_cache, dims) for name, s in sets.items()}
+        for part, sets in (("eval", eval_sets), ("validation", validation_sets))
+    }
+    evaluation = {name: results[settings.dim] for name, results in by_dim["eval"].items()}
+    validation = {name: results[settings.dim] for name, results in by_dim["validation"].items()}
     info = describe(model.projection)
     record = {
         "key": run_key(head, seed),
@@ -235,20 +256,31 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
         "train_seconds": stats["seconds"],
         "train_steps": stats["steps"],
         "final_loss": stats["loss"],
+        "dim": settings.dim,
         "eval": evaluation,
         "validation": validation,
     }
+    if settings.matryoshka_dims:  # the truncated dims: {"32": {data set: result}, ...}
+        for part in ("eval", "validation"):
+            record[f"{part}_by_dim"] = {
+                str(d): {name: results[d] for name, results in by_dim[part].items()} for d in dims if d != settings.dim
+            }
     _save_run(model, run_dir, record, settings)
     return record
 
 
 def _train(model, train_data, seed: int, settings: SweepSettings, run_dir: Path) -> dict:
-    """The sweep's one training budget: AdamW from the cache, in-batch-negative InfoNCE on MaxSim."""
+    """The sweep's one training budget: AdamW from the cache, in-batch-negative InfoNCE on MaxSim (summed over
+    the Matryoshka dims when ``settings.matryoshka_dims`` is set)."""
+    loss = ContrastiveLoss(temperature=settings.temperature)
+    if settings.matryoshka_dims:
+        weights = list(settings.matryoshka_weights) if settings.matryoshka_weights else None
+        loss = MatryoshkaLoss(loss, list(settings.matryoshka_dims), weights)
     return train_from_cache(
         model,
         train_data,
         mode=settings.mode,
-        loss=ContrastiveLoss(temperature=settings.temperature),
+        loss=loss,
         max_steps=settings.steps,
         batch_size=settings.batch_size,
         learning_rate=settings.lr,

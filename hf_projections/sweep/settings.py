@@ -34,6 +34,12 @@ class SweepSettings:
             exactly the ``linear`` head of the same seed (its shortcut gets that weight, the branch output is
             zeroed, see ``heads.init_from_linear``), so training can only add to the baseline. Heads without a
             residual connection are not changed.
+        matryoshka_dims: train nested output dims too (e.g. ``(32, 64, 96, 128)``, strictly ascending, each <= ``dim``):
+            ``MatryoshkaLoss`` sums the contrastive loss over these dims and ``dim``, the model config records them,
+            and every run is evaluated at each of them (embeddings cut to the first ``d`` features, re-normalised).
+            None: full dim only.
+        matryoshka_weights: one non-negative weight per trained dim, i.e. per entry of ``trained_dims()`` (the
+            full ``dim`` counts even when not listed); None: 1 each.
     """
 
     backbone: str | None = None
@@ -54,12 +60,18 @@ class SweepSettings:
     train_threads: int | None = 1
     validation_queries: int = 0
     branch_init: str = "random"
+    matryoshka_dims: tuple[int, ...] | None = None
+    matryoshka_weights: tuple[float, ...] | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def replace(self, **changes) -> SweepSettings:
         """A copy with some fields changed (lists become tuples)."""
         changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
         return dataclasses.replace(self, **changes)
+
+    def trained_dims(self) -> tuple[int, ...]:
+        """Every dim the runs train and are evaluated at, ascending: ``matryoshka_dims`` plus ``dim``."""
+        return tuple(sorted(set(self.matryoshka_dims or ()) | {self.dim}))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -89,6 +101,33 @@ class SweepSettings:
             raise ValueError(f"branch_init must be one of {', '.join(BRANCH_INITS)}, got {self.branch_init!r}")
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
+        self._check_matryoshka()
+
+    def _check_matryoshka(self) -> None:
+        dims, weights = self.matryoshka_dims, self.matryoshka_weights
+        if dims is not None:
+            dims = tuple(dims)
+            object.__setattr__(self, "matryoshka_dims", dims)  # a list given directly becomes a tuple
+            if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
+                raise ValueError(f"matryoshka_dims must be a non-empty list of positive ints, got {list(dims)!r}")
+            if list(dims) != sorted(set(dims)):
+                raise ValueError(f"matryoshka_dims must be strictly ascending (e.g. 32, 64, 96, 128), got {list(dims)}")
+            if dims[-1] > self.dim:
+                raise ValueError(f"matryoshka_dims must each be <= dim={self.dim}, got {list(dims)}")
+        if weights is None:
+            return
+        if dims is None:
+            raise ValueError("matryoshka_weights were given without matryoshka_dims")
+        weights = tuple(weights)
+        object.__setattr__(self, "matryoshka_weights", weights)
+        trained = self.trained_dims()
+        if len(weights) != len(trained):
+            raise ValueError(
+                f"matryoshka_weights needs one weight per trained dim {list(trained)} (the full dim {self.dim} is "
+                f"always trained), got {len(weights)}: {list(weights)}"
+            )
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 for w in weights):
+            raise ValueError(f"matryoshka_weights must be non-negative numbers, got {list(weights)}")
 
 
 PAPER_HEADS = (
@@ -111,4 +150,6 @@ PRESETS: dict[str, SweepSettings] = {
     "quick": SweepSettings(max_eval_queries=300),
     # The paper's ablation grid (depth, width, residual, GLU variants, activation), 3 seeds.
     "paper": SweepSettings(heads=PAPER_HEADS, seeds=(0, 1, 2)),
+    # The quick budget with Matryoshka training: NDCG@10 at 32/64/96/128 dims for linear vs ffn2-x2-res.
+    "matryoshka": SweepSettings(max_eval_queries=300, matryoshka_dims=(32, 64, 96, 128)),
 }
