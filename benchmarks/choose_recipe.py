@@ -25,8 +25,10 @@ VARIANTS: dict[str, dict] = {
     "branch_init=zero": {"branch_init": "zero"},
     "lr=3e-3": {"lr": 3e-3},
     "branch_init=zero, lr=3e-3": {"branch_init": "zero", "lr": 3e-3},
-    "steps=1500": {"steps": 1500},
     "lr=3e-4": {"lr": 3e-4},
+    "branch_init=zero, lr=3e-4": {"branch_init": "zero", "lr": 3e-4},
+    "steps=1500": {"steps": 1500},
+    "branch_init=zero, steps=1500": {"branch_init": "zero", "steps": 1500},
 }
 
 
@@ -67,8 +69,9 @@ def main(argv=None, **budget_changes) -> None:
         started = time.perf_counter()
         settings = base.replace(**VARIANTS[name])
         output = args.output / slug(name)
-        if set(VARIANTS[name]) == {"branch_init"}:
-            reuse_linear_runs(args.output / slug(next(iter(VARIANTS))), output)
+        twin = linear_twin(name)
+        if twin is not None:
+            reuse_linear_runs(args.output / slug(twin), output)
         records = run_sweep(settings, output, cache_dir=cache_dir)
         per_head: dict[str, list[float]] = {}
         for record in records:
@@ -80,8 +83,17 @@ def main(argv=None, **budget_changes) -> None:
     print((args.output / "choices.md").read_text())
 
 
+def linear_twin(name: str) -> str | None:
+    """The variant that differs from ``name`` only in ``branch_init`` (so its linear runs are the same), if any."""
+    changes = VARIANTS[name]
+    if "branch_init" not in changes:
+        return None
+    rest = {k: v for k, v in changes.items() if k != "branch_init"}
+    return next((other for other, c in VARIANTS.items() if c == rest), None)
+
+
 def reuse_linear_runs(base_output: Path, output: Path) -> None:
-    """``branch_init`` does not touch a ``linear`` head: seed ``output`` with the base variant's linear runs
+    """``branch_init`` does not touch a ``linear`` head: seed ``output`` with the twin variant's linear runs
     (same budget, same seeds, so the same deterministic result) instead of training them again."""
     base_runs = base_output / "runs.jsonl"
     if (output / "runs.jsonl").exists() or not base_runs.exists():
