@@ -86,6 +86,8 @@ class ProjectionConfig(PretrainedConfig):
         for name, marker in (("query_marker", query_marker), ("document_marker", document_marker)):
             if marker is not None and (not isinstance(marker, str) or not marker):
                 raise ValueError(f"{name} must be a non-empty vocabulary token or None, got {marker!r}")
+        if kwargs.get("starbucks_pairs") is not None and self.model_type != DenseProjectionConfig.model_type:
+            raise ValueError("starbucks_pairs is for single-vector models (DenseEmbeddingModel); ColBERT models do not support it")
         if matryoshka_dims is not None:
             matryoshka_dims = sorted({_positive_int("matryoshka_dims[]", d) for d in matryoshka_dims})
             if matryoshka_dims[-1] > dim:
@@ -115,16 +117,65 @@ class ProjectionConfig(PretrainedConfig):
                 return getattr(text_config, name)
         raise ValueError(f"cannot read the hidden size of backbone config {type(text_config).__name__}")
 
+    @property
+    def num_layers(self) -> int | None:
+        """Number of transformer layers of the backbone (None when its config does not say)."""
+        if self.backbone_config is None:
+            return None
+        text_config = self.backbone_config.get_text_config()
+        for name in ("num_hidden_layers", "n_layers", "num_layers"):
+            if isinstance(getattr(text_config, name, None), int):
+                return getattr(text_config, name)
+        return None
+
 
 class DenseProjectionConfig(ProjectionConfig):
     """Configuration of a single-vector model: backbone, pooling (``mean``/``cls``), projection head.
 
-    Same fields as :class:`ProjectionConfig`; markers and query augmentation default to off.
+    Same fields as :class:`ProjectionConfig`; markers and query augmentation default to off. One more:
+
+    Args:
+        starbucks_pairs (`list[tuple[int, int]]`, *optional*):
+            Starbucks 2D Matryoshka (Zhuang et al. 2024): the ``(layer, dim)`` sub-models trained together, from
+            small to large, e.g. ``[(2, 32), (4, 64), (6, 128)]``: the pooled output of backbone layer ``layer``
+            through the head, cut to its first ``dim`` features. Layers and dims never decrease along the list;
+            the full model ``(num_layers, dim)`` is appended when missing. Stored as ``[[layer, dim], ...]``.
     """
 
     model_type = "hf_projections_dense"
 
-    def __init__(self, query_marker=None, document_marker=None, augment_queries=False, **kwargs):
+    def __init__(self, query_marker=None, document_marker=None, augment_queries=False, starbucks_pairs=None, **kwargs):
         super().__init__(
             query_marker=query_marker, document_marker=document_marker, augment_queries=augment_queries, **kwargs
         )
+        self.starbucks_pairs = check_starbucks_pairs(starbucks_pairs, self.dim, self.num_layers)
+
+
+def check_starbucks_pairs(pairs, dim: int, num_layers: int | None) -> list[list[int]] | None:
+    """Validate Starbucks ``(layer, dim)`` pairs and return them as ``[[layer, dim], ...]`` ending with the full
+    model ``[num_layers, dim]`` (when ``num_layers`` is known); None stays None."""
+    if pairs is None:
+        return None
+    if isinstance(pairs, (str, bytes)) or not hasattr(pairs, "__len__") or not len(pairs):
+        raise ValueError(f"starbucks_pairs must be a non-empty list of (layer, dim) pairs, got {pairs!r}")
+    checked: list[list[int]] = []
+    for index, pair in enumerate(pairs):
+        if (
+            isinstance(pair, (str, bytes)) or not hasattr(pair, "__len__") or len(pair) != 2
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in pair)
+        ):
+            raise ValueError(f"starbucks_pairs[{index}] must be a (layer, dim) pair of positive ints, got {pair!r}")
+        layer, pair_dim = pair
+        if num_layers is not None and layer > num_layers:
+            raise ValueError(f"starbucks_pairs[{index}] = {list(pair)}: layer {layer} > the backbone's {num_layers} layers")
+        if pair_dim > dim:
+            raise ValueError(f"starbucks_pairs[{index}] = {list(pair)}: dim {pair_dim} > the model's dim {dim}")
+        if checked and (layer < checked[-1][0] or pair_dim < checked[-1][1] or [layer, pair_dim] == checked[-1]):
+            raise ValueError(
+                "starbucks_pairs must go from small to large (layer and dim never decrease, no repeats), got "
+                f"{[list(p) for p in pairs]}"
+            )
+        checked.append([layer, pair_dim])
+    if num_layers is not None and checked[-1] != [num_layers, dim]:
+        checked.append([num_layers, dim])
+    return checked

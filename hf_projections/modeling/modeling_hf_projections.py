@@ -54,11 +54,14 @@ class DenseOutput(ModelOutput):
 
     Attributes:
         embeddings: `(batch, dim)`, L2-normalised.
-        last_hidden_state: `(batch, tokens, hidden_size)` backbone output.
+        last_hidden_state: `(batch, tokens, hidden_size)` backbone output (of the layer encoded at).
+        pair_embeddings: with ``all_pairs=True``, one `(batch, dim_p)` L2-normalised tensor per Starbucks pair
+            ``(layer_p, dim_p)`` of ``config.starbucks_pairs``, smallest first, the full model last.
     """
 
     embeddings: torch.Tensor | None = None
     last_hidden_state: torch.Tensor | None = None
+    pair_embeddings: tuple[torch.Tensor, ...] | None = None
 
 
 def pad_token_embeddings(embeddings: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -87,6 +90,31 @@ def maxsim(queries: torch.Tensor, documents: torch.Tensor, document_mask: torch.
     best = sims.max(dim=-1).values
     # A document without any real token contributes nothing rather than -inf.
     return best.nan_to_num(neginf=0.0).sum(dim=-1)
+
+
+_LAYER_PATHS = ("encoder.layer", "transformer.layer", "layers", "encoder.layers")
+
+
+def transformer_layers(backbone: nn.Module) -> nn.ModuleList | None:
+    """The ordered transformer blocks of an encoder (BERT/RoBERTa/ELECTRA ``encoder.layer``, DistilBERT
+    ``transformer.layer``, ModernBERT ``layers``), or None when none is found."""
+    for path in _LAYER_PATHS:
+        module = backbone
+        for part in path.split("."):
+            module = getattr(module, part, None)
+            if module is None:
+                break
+        if isinstance(module, nn.ModuleList) and len(module) > 0:
+            return module
+    return None
+
+
+class _EarlyExit(Exception):
+    """Raised by a forward hook to stop the backbone after a layer; carries that layer's output."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
 
 
 def _integration(module: str, name: str):
@@ -279,14 +307,32 @@ class ProjectionPreTrainedModel(PreTrainedModel):
                 encoded[key] = torch.cat([value[:, :1], column, value[:, 1:]], dim=1)
         return encoded
 
-    def _backbone_states(self, input_ids, attention_mask, token_type_ids=None, **kwargs) -> torch.Tensor:
+    def _backbone_states(self, input_ids, attention_mask, token_type_ids=None, layer: int | None = None, **kwargs) -> torch.Tensor:
+        """`(batch, tokens, hidden_size)` states: ``last_hidden_state``, or with ``layer`` the output of backbone layer
+        ``layer`` (1-based, as ``hidden_states[layer]``); the layers above it do not run."""
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        return self.backbone(**inputs).last_hidden_state
+        if layer is None:
+            return self.backbone(**inputs).last_hidden_state
+        layers = transformer_layers(self.backbone)
+        if layers is None or not 1 <= layer <= len(layers):
+            raise ValueError(f"layer must be in 1..{len(layers) if layers else '?'} for this backbone, got {layer!r}")
+
+        def stop(module, args, output):
+            raise _EarlyExit(output[0] if isinstance(output, tuple) else output)
+
+        handle = layers[layer - 1].register_forward_hook(stop)
+        try:
+            return self.backbone(**inputs).last_hidden_state  # reached only if the hook did not fire
+        except _EarlyExit as exit_:
+            return exit_.hidden
+        finally:
+            handle.remove()
 
     @torch.no_grad()
-    def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress_bar: bool | None, unpack):
+    def _encode(self, texts: list[str], is_query: bool, batch_size: int, show_progress_bar: bool | None, unpack,
+                **forward_kwargs):
         """Encode in length-sorted batches (less padding), returning results in the input order."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -304,7 +350,7 @@ class ProjectionPreTrainedModel(PreTrainedModel):
             for start in tqdm(range(0, len(texts), batch_size), disable=not show_progress_bar, desc="Encoding"):
                 index = order[start : start + batch_size]
                 batch = self.tokenize([texts[i] for i in index], is_query=is_query).to(self.device)
-                for i, item in zip(index, unpack(self(**batch))):
+                for i, item in zip(index, unpack(self(**batch, **forward_kwargs))):
                     results[i] = item
         finally:
             self.train(was_training)
@@ -423,37 +469,120 @@ class DenseEmbeddingModel(ProjectionPreTrainedModel):
         weights = mask.unsqueeze(-1).to(hidden_states.dtype)
         return (hidden_states * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
-    def project(self, hidden_states: torch.Tensor, mask: torch.Tensor, truncate_dim: int | None = None) -> torch.Tensor:
-        """Pool + head + L2-normalise: `(batch, tokens, hidden_size)` -> `(batch, dim)` (or `truncate_dim`)."""
-        embeddings = self.projection(self.pool(hidden_states, mask))
+    # ----------------------------------------------------------------- Starbucks (layer, dim) sub-models
+
+    def trained_pairs(self) -> list[tuple[int, int]]:
+        """Every ``(layer, dim)`` this model was trained to encode at: ``config.starbucks_pairs`` and the full
+        backbone at ``dim`` and each Matryoshka dim. Layers count from 1 (``hidden_states[layer]``)."""
+        pairs = {(int(layer), int(dim)) for layer, dim in self.config.starbucks_pairs or []}
+        if self.config.num_layers is not None:
+            pairs |= {(self.config.num_layers, dim) for dim in self._full_layer_dims()}
+        return sorted(pairs)
+
+    def _full_layer_dims(self) -> list[int]:
+        full = self.config.num_layers
+        starbucks = {int(dim) for layer, dim in self.config.starbucks_pairs or [] if layer == full}
+        return sorted(set(self.config.matryoshka_dims or []) | {self.config.dim} | starbucks)
+
+    def check_pair(self, layer: int | None = None, truncate_dim: int | None = None) -> tuple[int | None, int | None]:
+        """Resolve an encode request to ``(layer, dim)``: layer None for the last one, dim None for the full dim.
+
+        ``layer`` alone picks the largest dim trained at that layer; a pair that was not trained raises a
+        ``ValueError`` listing the trained ones.
+        """
+        full = self.config.num_layers
+        if layer is not None and (isinstance(layer, bool) or not isinstance(layer, int) or layer < 1
+                                  or (full is not None and layer > full)):
+            raise ValueError(f"layer must be an int in 1..{full}, got {layer!r}")
+        if layer is None or layer == full:
+            allowed = self._full_layer_dims()
+            if truncate_dim is not None and truncate_dim not in allowed:
+                raise ValueError(f"truncate_dim must be one of the trained dims {allowed}, got {truncate_dim!r}")
+            return None, (None if truncate_dim in (None, self.config.dim) else truncate_dim)
+        at_layer = sorted(dim for pair_layer, dim in self.trained_pairs() if pair_layer == layer)
+        if not at_layer:
+            raise ValueError(f"layer={layer} was not trained; trained (layer, dim) pairs: {self.trained_pairs()}")
+        dim = at_layer[-1] if truncate_dim is None else truncate_dim
+        if dim not in at_layer:
+            raise ValueError(f"(layer={layer}, dim={dim}) was not trained; trained (layer, dim) pairs: {self.trained_pairs()}")
+        return layer, dim
+
+    def _check_truncate_dim(self, truncate_dim: int) -> int:
+        self.check_pair(None, truncate_dim)
+        return truncate_dim
+
+    def project_pooled(self, pooled: torch.Tensor, truncate_dim: int | None = None) -> torch.Tensor:
+        """Head + cut to ``truncate_dim`` + L2-normalise: `(batch, hidden_size)` -> `(batch, dim)` (or `truncate_dim`).
+
+        No check here: callers (``project``, ``forward``) validate the (layer, dim) pair first.
+        """
+        embeddings = self.projection(pooled)
         if truncate_dim is not None:
-            embeddings = embeddings[..., : self._check_truncate_dim(truncate_dim)]
+            embeddings = embeddings[..., :truncate_dim]
         return F.normalize(embeddings, p=2, dim=-1)
 
-    def forward(self, input_ids, attention_mask, token_type_ids=None, truncate_dim: int | None = None, **kwargs):
-        """Args: `(batch, tokens)` ``input_ids`` and ``attention_mask``. Returns :class:`DenseOutput`."""
-        hidden = self._backbone_states(input_ids, attention_mask, token_type_ids, **kwargs)
-        return DenseOutput(embeddings=self.project(hidden, attention_mask.bool(), truncate_dim), last_hidden_state=hidden)
+    def project(self, hidden_states: torch.Tensor, mask: torch.Tensor, truncate_dim: int | None = None,
+                layer: int | None = None) -> torch.Tensor:
+        """Pool + head + L2-normalise: `(batch, tokens, hidden_size)` -> `(batch, dim)` (or `truncate_dim`).
+
+        ``layer``: the backbone layer ``hidden_states`` come from (None: the last), so that ``truncate_dim`` is
+        checked against the dims trained at that layer.
+        """
+        _, dim = self.check_pair(layer, truncate_dim)
+        return self.project_pooled(self.pool(hidden_states, mask), dim)
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None, truncate_dim: int | None = None,
+                layer: int | None = None, all_pairs: bool = False, **kwargs):
+        """Args: `(batch, tokens)` ``input_ids`` and ``attention_mask``; ``layer`` / ``truncate_dim`` pick a trained
+        (Starbucks) sub-model, whose backbone stops at ``layer``; ``all_pairs=True`` runs the backbone once and
+        returns every ``config.starbucks_pairs`` sub-model's embeddings in ``pair_embeddings`` (for training).
+
+        Returns :class:`DenseOutput`.
+        """
+        mask = attention_mask.bool()
+        if all_pairs:
+            return self._forward_all_pairs(input_ids, attention_mask, token_type_ids, mask, **kwargs)
+        layer, dim = self.check_pair(layer, truncate_dim)
+        hidden = self._backbone_states(input_ids, attention_mask, token_type_ids, layer=layer, **kwargs)
+        return DenseOutput(embeddings=self.project_pooled(self.pool(hidden, mask), dim), last_hidden_state=hidden)
+
+    def _forward_all_pairs(self, input_ids, attention_mask, token_type_ids, mask, **kwargs) -> DenseOutput:
+        if not self.config.starbucks_pairs:
+            raise ValueError("all_pairs=True needs config.starbucks_pairs (e.g. starbucks_pairs=[(2, 32), (4, 64)])")
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, **kwargs}
+        if token_type_ids is not None:
+            inputs["token_type_ids"] = token_type_ids
+        output = self.backbone(**inputs, output_hidden_states=True)
+        full = self.config.num_layers
+        projected: dict[int, torch.Tensor] = {}  # one head pass per distinct layer
+        pair_embeddings = []
+        for layer, dim in self.config.starbucks_pairs:
+            if layer not in projected:
+                hidden = output.last_hidden_state if layer == full else output.hidden_states[layer]
+                projected[layer] = self.projection(self.pool(hidden, mask))
+            pair_embeddings.append(F.normalize(projected[layer][..., :dim], p=2, dim=-1))
+        return DenseOutput(embeddings=pair_embeddings[-1], last_hidden_state=output.last_hidden_state,
+                           pair_embeddings=tuple(pair_embeddings))
 
     def encode(self, texts: list[str], batch_size: int = 32, show_progress_bar: bool | None = None,
-               is_query: bool = False, truncate_dim: int | None = None) -> torch.Tensor:
-        """Encode texts to an `(n, dim)` float32 CPU tensor."""
+               is_query: bool = False, truncate_dim: int | None = None, layer: int | None = None) -> torch.Tensor:
+        """Encode texts to an `(n, dim)` float32 CPU tensor; ``layer`` / ``truncate_dim`` pick a trained (Starbucks
+        or Matryoshka) sub-model (``layer`` alone: the largest dim trained at that layer)."""
+        layer, dim = self.check_pair(layer, truncate_dim)
+
         def unpack(output: DenseOutput):
-            embeddings = output.embeddings
-            if truncate_dim is not None:
-                embeddings = F.normalize(embeddings[..., : self._check_truncate_dim(truncate_dim)], dim=-1)
-            return list(embeddings.float().cpu())
+            return list(output.embeddings.float().cpu())
 
-        rows = self._encode(texts, is_query, batch_size, show_progress_bar, unpack)
-        return torch.stack(rows) if rows else torch.empty(0, truncate_dim or self.config.dim)
+        rows = self._encode(texts, is_query, batch_size, show_progress_bar, unpack, layer=layer, truncate_dim=dim)
+        return torch.stack(rows) if rows else torch.empty(0, dim or self.config.dim)
 
-    def encode_queries(self, texts, batch_size: int = 32, show_progress_bar=None, truncate_dim=None) -> torch.Tensor:
+    def encode_queries(self, texts, batch_size: int = 32, show_progress_bar=None, truncate_dim=None, layer=None) -> torch.Tensor:
         """`(n, dim)` query embeddings."""
-        return self.encode(texts, batch_size, show_progress_bar, is_query=True, truncate_dim=truncate_dim)
+        return self.encode(texts, batch_size, show_progress_bar, is_query=True, truncate_dim=truncate_dim, layer=layer)
 
-    def encode_documents(self, texts, batch_size: int = 32, show_progress_bar=None, truncate_dim=None) -> torch.Tensor:
+    def encode_documents(self, texts, batch_size: int = 32, show_progress_bar=None, truncate_dim=None, layer=None) -> torch.Tensor:
         """`(n, dim)` document embeddings."""
-        return self.encode(texts, batch_size, show_progress_bar, is_query=False, truncate_dim=truncate_dim)
+        return self.encode(texts, batch_size, show_progress_bar, is_query=False, truncate_dim=truncate_dim, layer=layer)
 
     def score(self, queries, documents, batch_size: int = 32) -> torch.Tensor:
         """Cosine scores `(n_q, n_d)`; inputs are texts or `(n, dim)` embeddings."""

@@ -16,6 +16,7 @@ from hf_projections.training.losses import (
 )
 from hf_projections.training.mining import mine_hard_negatives
 from hf_projections.training.modes import parse_mode, set_trainable
+from hf_projections.training.starbucks import StarbucksLoss
 from hf_projections.training.trainer import (
     JsonlLogCallback,
     NonFiniteLossError,
@@ -34,6 +35,7 @@ __all__ = [
     "ProjectionCollator",
     "ProjectionLoss",
     "ProjectionTrainer",
+    "StarbucksLoss",
     "build_cached_pairs",
     "build_feature_cache",
     "build_loss",

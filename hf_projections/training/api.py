@@ -119,6 +119,8 @@ def train(
     loss: str = "contrastive",
     matryoshka_dims: Sequence[int] | None = None,
     matryoshka_weights: Sequence[float] | None = None,
+    starbucks_pairs: Sequence[Sequence[int]] | None = None,
+    starbucks_kl_weight: float = 1.0,
     num_negatives: int | None = None,
     negatives_method: str = "bm25",
     negatives_corpus: str | None = None,
@@ -154,6 +156,9 @@ def train(
         max_pairs: sample at most this many pairs per data spec.
         loss: ``contrastive`` or ``distillation`` (needs a teacher ``scores`` column).
         matryoshka_dims / matryoshka_weights: train nested dims too (stored in the model config).
+        starbucks_pairs: Starbucks 2D Matryoshka ``(layer, dim)`` sub-models, small to large (``model_type="dense"``
+            only; stored in the config): the loss becomes ``StarbucksLoss`` (per-pair loss + ``starbucks_kl_weight``
+            x KL to the full model's scores). Needs the Trainer path (no cache: every layer's states are used).
         num_negatives: hard negatives per row (None: every ``negative_i`` column the rows have, none when they
             have none); missing ones are mined with ``negatives_method`` (``bm25`` or ``model``) from
             ``negatives_corpus`` (a BEIR name; default the distinct positives of the training rows).
@@ -174,6 +179,16 @@ def train(
     """
     parsed = parse_mode(mode)
     output_dir = Path(output_dir)
+    if starbucks_pairs is not None:
+        if model_type != "dense":
+            raise ValueError("starbucks_pairs needs model_type='dense' (Starbucks trains single-vector sub-models)")
+        if matryoshka_dims:
+            raise ValueError("pass starbucks_pairs or matryoshka_dims, not both (Starbucks pairs already nest the dims)")
+        if use_cache:
+            raise ValueError("starbucks_pairs cannot train from the feature cache (it holds the last layer only); "
+                             "use use_cache=False, or starbucks.train_pooled for a frozen backbone")
+        use_cache = False
+        model_kwargs["starbucks_pairs"] = [list(pair) for pair in starbucks_pairs]
     use_cache = (parsed.kind == "head") if use_cache is None else bool(use_cache)
     if use_cache and parsed.kind == "full":
         raise ValueError("use_cache=True needs mode 'head' or 'top-K': mode 'full' changes every backbone layer")
@@ -194,6 +209,10 @@ def train(
     counts = set_trainable(model, parsed)
     loss_module = build_loss(loss, temperature, model.config.matryoshka_dims, matryoshka_weights,
                              normalize_scores=normalize_scores)
+    if getattr(model.config, "starbucks_pairs", None):
+        from hf_projections.training.starbucks import StarbucksLoss
+
+        loss_module = StarbucksLoss(loss_module, kl_weight=starbucks_kl_weight)
     output_dir.mkdir(parents=True, exist_ok=True)
     log_path = output_dir / TRAINING_LOG_NAME
 

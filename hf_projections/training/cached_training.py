@@ -154,6 +154,12 @@ def embed_cached_batch(model, batch: dict[str, torch.Tensor], layer: int | None)
 
 def cached_loss(model, batch: dict[str, torch.Tensor], loss: ProjectionLoss, layer: int | None) -> torch.Tensor:
     """The training loss of one cached batch."""
+    if getattr(loss, "model_inputs", None):
+        raise ValueError(
+            f"{type(loss).__name__} needs the model run on tokens ({loss.model_inputs}), which cached last-layer "
+            "features cannot give: train through ProjectionTrainer (use_cache=False), or for Starbucks with a "
+            "frozen backbone use hf_projections.training.starbucks.train_pooled"
+        )
     queries, documents, document_mask = embed_cached_batch(model, batch, layer)
     return loss(queries, documents, document_mask, batch.get("teacher_scores"))
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 from torch import nn
 
+from hf_projections.modeling.modeling_hf_projections import transformer_layers
+
 MODE_FORMS = "'full', 'head' or 'top-K' with K a positive int (e.g. 'top-3')"
 _TOP_K = re.compile(r"^top-(\d+)$")
 
@@ -45,14 +47,9 @@ def parse_mode(mode: str | TrainingMode) -> TrainingMode:
 def backbone_layers(backbone: nn.Module) -> nn.ModuleList:
     """The ordered transformer blocks of an encoder (BERT/RoBERTa/ELECTRA ``encoder.layer``, DistilBERT
     ``transformer.layer``, ModernBERT ``layers``); raises ``ValueError`` when none is found."""
-    for path in ("encoder.layer", "transformer.layer", "layers", "encoder.layers"):
-        module = backbone
-        for part in path.split("."):
-            module = getattr(module, part, None)
-            if module is None:
-                break
-        if isinstance(module, nn.ModuleList) and len(module) > 0:
-            return module
+    layers = transformer_layers(backbone)
+    if layers is not None:
+        return layers
     raise ValueError(
         f"cannot find the transformer layers of {type(backbone).__name__} (looked for encoder.layer, "
         "transformer.layer, layers, encoder.layers); use mode 'full' or 'head' with this backbone"

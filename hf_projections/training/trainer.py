@@ -101,14 +101,17 @@ def split_batch(batch: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {key[start:]: value for key, value in batch.items() if key.startswith(prefix + "_")}
 
 
-def embed_token_batch(model: nn.Module, batch: dict[str, Any]):
-    """Run a (possibly wrapped) model on a collated batch.
+def embed_token_batch(model: nn.Module, batch: dict[str, Any], **forward_kwargs):
+    """Run a (possibly wrapped) model on a collated batch (``forward_kwargs`` go to both model calls).
 
     Returns ``(queries, documents, document_mask)``: `(B, Tq, dim)`, `(B * G, Td, dim)`, `(B * G, Td)` bool
-    for multi-vector models; `(B, dim)`, `(B * G, dim)`, None for single-vector models.
+    for multi-vector models; `(B, dim)`, `(B * G, dim)`, None for single-vector models; with ``all_pairs=True``
+    (Starbucks) one `(B, dim_p)` / `(B * G, dim_p)` tensor per (layer, dim) pair.
     """
-    query_output = model(**split_batch(batch, "query"))
-    document_output = model(**split_batch(batch, "document"))
+    query_output = model(**split_batch(batch, "query"), **forward_kwargs)
+    document_output = model(**split_batch(batch, "document"), **forward_kwargs)
+    if getattr(query_output, "pair_embeddings", None) is not None:
+        return query_output.pair_embeddings, document_output.pair_embeddings, None
     if getattr(query_output, "token_embeddings", None) is not None:
         return query_output.token_embeddings, document_output.token_embeddings, document_output.mask
     if getattr(query_output, "embeddings", None) is not None:
@@ -128,8 +131,13 @@ def check_finite(loss: torch.Tensor, step: int | None = None) -> None:
 
 
 def default_loss(model: nn.Module, temperature: float | None = None) -> ProjectionLoss:
-    """Contrastive loss (Matryoshka-wrapped when ``config.matryoshka_dims`` is set)."""
+    """Contrastive loss (Matryoshka-wrapped when ``config.matryoshka_dims`` is set, Starbucks-wrapped when
+    ``config.starbucks_pairs`` is)."""
     config = getattr(unwrap_model(model), "config", None)
+    if getattr(config, "starbucks_pairs", None):
+        from hf_projections.training.starbucks import StarbucksLoss
+
+        return StarbucksLoss(build_loss("contrastive", temperature=temperature))
     return build_loss("contrastive", temperature=temperature, matryoshka_dims=getattr(config, "matryoshka_dims", None))
 
 
@@ -241,7 +249,7 @@ class ProjectionTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             eval_frozen_modules(unwrap_model(model))
-        queries, documents, document_mask = embed_token_batch(model, inputs)
+        queries, documents, document_mask = embed_token_batch(model, inputs, **getattr(self.loss, "model_inputs", {}))
         loss = self.loss(queries, documents, document_mask, inputs.get("teacher_scores"))
         if self.check_finite_loss and model.training:
             check_finite(loss, self.state.global_step + 1)
