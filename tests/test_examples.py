@@ -55,7 +55,7 @@ TINY_TRAINING = ["--data", "tinyset:train", "--max-steps", "2", "--max-pairs", "
 def test_every_example_is_smoke_tested():
     # A new example script needs a smoke test below (and its name here).
     tested = {"upgrade_colbert_head.py", "sentence_transformers_usage.py", "evaluate_beir.py", "train_colbert.py",
-              "train_lora_head.py"}
+              "train_lora_head.py", "train_starbucks.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -107,3 +107,19 @@ def test_train_lora_head(tiny_backbone, data_root, tmp_path):
     assert "2 steps" in out
     assert (tmp_path / "lora" / "adapter" / "adapter_model.safetensors").exists()
     assert (tmp_path / "lora" / "merged" / "model.safetensors").exists()
+
+
+def test_train_starbucks(tiny_backbone, data_root, tmp_path):
+    out = run_example("train_starbucks.py", "--backbone", tiny_backbone, "--dim", "16", "--pairs", "1:8,2:16",
+                      "--train-data", "tinyset:train", "--eval-data", "tinyset", "--max-pairs", "8", "--steps", "3",
+                      "--batch-size", "4", "--seeds", "0,1", "--query-max-length", "12", "--document-max-length", "24",
+                      "--cache-dir", str(tmp_path / "cache"), "--save-model", str(tmp_path / "model"),
+                      "--output", str(tmp_path / "starbucks"), data_root=data_root, cwd=tmp_path)
+    assert "| 1 | 8 |" in out and "starbucks - baseline" in out
+    report = json.loads((tmp_path / "starbucks.json").read_text())
+    assert set(report["summary"]) == {"starbucks", "baseline", "separate"}
+    assert set(report["summary"]["starbucks"]) == {"1,8", "1,16", "2,8", "2,16"}  # the layers x dims grid
+    assert set(report["summary"]["separate"]) == {"1,8", "2,16"} and len(report["runs"]["baseline"]) == 2
+    assert 0.0 <= report["summary"]["starbucks"]["1,8"]["ndcg@10"][0] <= 1.0
+    assert (tmp_path / "starbucks.md").read_text().startswith("# Starbucks 2D Matryoshka")
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["starbucks_pairs"] == [[1, 8], [2, 16]]
