@@ -5,18 +5,21 @@ zeroed, so MaxSim is a masked max over plain dot products. ``DenseEmbeddingModel
 pooling -> head -> L2-normalise.
 
 This file is also copied into saved checkpoints (``trust_remote_code=True`` loading where the package is not
-installed): it imports only torch, transformers, tqdm and the flat-copyable ``heads`` modules.
+installed): it imports only torch, transformers (and safetensors, which transformers depends on), tqdm and the
+flat-copyable ``heads`` modules.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import tempfile
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from tqdm.auto import tqdm
 from transformers import AutoModel, AutoTokenizer, BatchEncoding, PreTrainedModel
@@ -176,13 +179,41 @@ class ProjectionPreTrainedModel(PreTrainedModel):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, *args, **kwargs):
         """``PreTrainedModel.from_pretrained`` that reads safetensors only, refuses checkpoints missing any
-        weight (a head would otherwise silently keep its random init) and restores the saved tokenizer."""
+        weight (a head would otherwise silently keep its random init) and restores the saved tokenizer.
+
+        A damaged weights file raises a ``ValueError`` naming the file (local folders are checked before loading,
+        shards of a ``model.safetensors.index.json`` included); a tensor whose shape differs from the model built
+        from ``config.json`` raises a ``ValueError`` naming the tensor and both shapes, unless
+        ``ignore_mismatched_sizes=True`` (then such tensors are re-initialised, as in transformers).
+        """
         folder = os.fspath(pretrained_model_name_or_path)
         if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "config.json")):
             raise FileNotFoundError(f"{os.path.join(folder, 'config.json')} is missing: not a saved hf-projections model")
         kwargs.setdefault("use_safetensors", True)  # never unpickle a pytorch_model.bin
+        if os.path.isdir(folder):
+            _check_local_safetensors(os.path.join(folder, kwargs.get("subfolder") or ""), kwargs.get("variant"))
         wants_info = kwargs.pop("output_loading_info", False)
-        model, info = super().from_pretrained(pretrained_model_name_or_path, *args, output_loading_info=True, **kwargs)
+        # Mismatched shapes come back in the loading info (transformers would name them only in a logged
+        # report) and are refused below with an error naming each tensor, unless the caller opted in.
+        ignore_mismatched = kwargs.pop("ignore_mismatched_sizes", False)
+        try:
+            model, info = super().from_pretrained(
+                pretrained_model_name_or_path, *args, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+            )
+        except SafetensorError as error:  # a damaged downloaded file (local folders were checked above)
+            raise ValueError(
+                f"{folder}: a weights file (model.safetensors or a shard) is not a readable safetensors file ({error}); "
+                "download the checkpoint again"
+            ) from error
+        mismatched = _mismatched_shapes(info.get("mismatched_keys"))
+        if mismatched and not ignore_mismatched:
+            details = "; ".join(mismatched[:5])
+            more = f" (and {len(mismatched) - 5} more)" if len(mismatched) > 5 else ""
+            raise ValueError(
+                f"{folder}: checkpoint tensors do not match the shapes that config.json builds: {details}{more}; "
+                "the weights and config.json disagree (a torn save or an edited file?). Pass "
+                "ignore_mismatched_sizes=True to re-initialise these tensors instead"
+            )
         if info.get("missing_keys"):
             raise ValueError(f"{folder}: checkpoint lacks weights {sorted(info['missing_keys'])[:5]}")
         tokenizer_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code") if k in kwargs}
@@ -355,6 +386,69 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         finally:
             self.train(was_training)
         return results
+
+
+def _add_variant(file_name: str, variant: str | None) -> str:
+    """``model.safetensors`` -> ``model.<variant>.safetensors`` (transformers' naming of weight variants)."""
+    if variant is None:
+        return file_name
+    stem, suffix = file_name.rsplit(".", 1)
+    return f"{stem}.{variant}.{suffix}"
+
+
+def _check_safetensors_file(path: str) -> None:
+    """Read the header of one safetensors file (cheap: no tensor data); a damaged file raises a ``ValueError``
+    naming it (safetensors' own 'Error while deserializing header' names no file)."""
+    try:
+        with safe_open(path, framework="pt") as handle:
+            handle.keys()
+    except (SafetensorError, OSError) as error:
+        raise ValueError(
+            f"{path}: not a readable safetensors file ({error}); the file is damaged or incomplete (an interrupted "
+            "copy, download or save?): save or download the model again"
+        ) from error
+
+
+def _check_local_safetensors(folder: str, variant: str | None = None) -> None:
+    """Check the weights of a local checkpoint folder before transformers reads them.
+
+    Checks ``model.safetensors`` when present, else every shard listed in ``model.safetensors.index.json``
+    (a missing shard raises ``FileNotFoundError``). Without either file nothing is checked here: transformers
+    raises its own error naming the missing ``model.safetensors``.
+    """
+    single = os.path.join(folder, _add_variant("model.safetensors", variant))
+    if os.path.isfile(single):
+        _check_safetensors_file(single)
+        return
+    index = os.path.join(folder, _add_variant("model.safetensors.index.json", variant))
+    if not os.path.isfile(index):
+        return
+    try:
+        with open(index, encoding="utf-8") as handle:
+            weight_map = json.load(handle)["weight_map"]
+        shards = sorted(set(weight_map.values()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ValueError(
+            f"{index}: not a valid safetensors index (expected JSON with a 'weight_map' of tensor name -> shard "
+            f"file): {error!r}"
+        ) from error
+    for shard in shards:
+        path = os.path.join(folder, str(shard))
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} is missing: {index} lists it as a weights shard")
+        _check_safetensors_file(path)
+
+
+def _mismatched_shapes(entries) -> list[str]:
+    """transformers' ``mismatched_keys`` loading info (``(name, checkpoint_shape, model_shape)`` entries) as sorted
+    ``"name: checkpoint (65, 32) vs model (64, 32)"`` lines."""
+    lines = []
+    for entry in entries or ():
+        if isinstance(entry, (tuple, list)) and len(entry) >= 3:
+            lines.append(f"{entry[0]}: checkpoint {tuple(entry[1])} vs model {tuple(entry[2])}")
+        else:  # a bare name: shapes unknown
+            lines.append(f"{entry[0] if isinstance(entry, (tuple, list)) else entry}: shape differs from the model's")
+    return sorted(lines)
 
 
 def _backbone_from_config(backbone_config) -> PreTrainedModel:

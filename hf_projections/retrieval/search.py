@@ -122,7 +122,8 @@ def maxsim_topk(
     """Exact top-``k`` documents for every query by MaxSim (multi-vector) or dot product (dense).
 
     Args:
-        query_embeddings: ``n_q`` tensors ``(tokens_i, dim)``, or a dense ``(n_q, dim)`` tensor.
+        query_embeddings: ``n_q`` tensors ``(tokens_i, dim)`` with ``tokens_i >= 1``, or a dense ``(n_q, dim)``
+            tensor.
         doc_embeddings: ``n_d`` tensors ``(tokens_j, dim)``, an ``EncodedCorpus``, or a dense ``(n_d, dim)``
             tensor. Storage may be float16/bfloat16; blocks are cast to ``compute_dtype`` to score.
         k: results per query; clamped to ``n_d``.
@@ -151,6 +152,13 @@ def maxsim_topk(
     if bool((lengths == 0).any()):
         empty = torch.nonzero(lengths == 0).flatten()[:5].tolist()
         raise ValueError(f"documents with no token vectors cannot be scored by MaxSim: indices {empty}")
+    query_lengths = torch.tensor([q.shape[0] for q in queries], dtype=torch.int64)
+    if bool((query_lengths == 0).any()):
+        empty = torch.nonzero(query_lengths == 0).flatten()
+        raise ValueError(
+            f"queries with no token vectors cannot be scored by MaxSim: indices {empty[:5].tolist()} "
+            f"({len(empty)} of {n_q} queries)"
+        )
     for name, size in (("chunk_size", chunk_size), ("query_batch_size", query_batch_size)):
         if size is not None and (not isinstance(size, int) or size < 1):
             raise ValueError(f"{name} must be a positive int or None, got {size!r}")
@@ -165,7 +173,6 @@ def maxsim_topk(
 
     # Sort documents (and queries) by length so padded blocks are tight.
     doc_order = torch.argsort(lengths, stable=True)
-    query_lengths = torch.tensor([q.shape[0] for q in queries])
     query_order = torch.argsort(query_lengths, stable=True)
     max_doc_len, max_query_len = int(lengths.max()), int(query_lengths.max())
     if chunk_size is None:

@@ -30,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 from torch import nn
 from tqdm.auto import tqdm
@@ -198,19 +199,40 @@ class FeatureCache:
         self.is_query = bool(description["is_query"])
         self.hidden_size = int(self.meta["hidden_size"])
         self.dtype = STORAGE_DTYPES[description["dtype"]]
-        index = load_file(str(self.path / "index.safetensors"))
+        try:
+            index = load_file(str(self.path / "index.safetensors"))
+        except (SafetensorError, OSError) as error:
+            raise ValueError(
+                f"feature cache {self.key} at {self.path} is damaged: index.safetensors is not readable ({error}); "
+                f"delete the folder {self.path} so that the cache is rebuilt"
+            ) from error
         self.starts = torch.from_numpy(index["starts"].astype(np.int64))
         self.lengths = torch.from_numpy(index["lengths"].astype(np.int64))
         self._hashes = index["text_sha1"]
         self._row_of: dict[bytes, int] | None = None
         n_tokens = int(self.meta["n_tokens"])
         np_dtype = np.float16 if self.dtype == torch.float16 else np.float32
+        self._check_states_file(n_tokens * self.hidden_size * np.dtype(np_dtype).itemsize, n_tokens)
         self._states = (
             np.memmap(self.path / "states.bin", dtype=np_dtype, mode="r", shape=(n_tokens, self.hidden_size))
             if n_tokens
             else np.zeros((0, self.hidden_size), dtype=np_dtype)
         )
         self._in_memory: torch.Tensor | None = None
+
+    def _check_states_file(self, expected: int, n_tokens: int) -> None:
+        """Raise a ``ValueError`` naming this cache when ``states.bin`` is missing or not ``expected`` bytes long
+        (meta.json's ``n_tokens`` x ``hidden_size`` x dtype size): a damaged cache is never memory-mapped."""
+        states_file = self.path / "states.bin"
+        size = states_file.stat().st_size if states_file.is_file() else None
+        if size == expected:
+            return
+        found = "is missing" if size is None else f"has {size} bytes"
+        raise ValueError(
+            f"feature cache {self.key} at {self.path} is damaged: states.bin {found}, but meta.json expects {expected} "
+            f"bytes ({n_tokens} tokens x {self.hidden_size} x {self.meta['description']['dtype']}); delete the folder "
+            f"{self.path} so that the cache is rebuilt"
+        )
 
     def __len__(self) -> int:
         return len(self.lengths)
