@@ -213,12 +213,13 @@ class FeatureCache:
         n_tokens = int(self.meta["n_tokens"])
         np_dtype = np.float16 if self.dtype == torch.float16 else np.float32
         self._check_states_file(n_tokens * self.hidden_size * np.dtype(np_dtype).itemsize, n_tokens)
-        self._states = (
-            np.memmap(self.path / "states.bin", dtype=np_dtype, mode="r", shape=(n_tokens, self.hidden_size))
+        # Copy-on-write map: read-only on disk, but a writable array, so torch can view it without a copy.
+        mapped = (
+            np.memmap(self.path / "states.bin", dtype=np_dtype, mode="c", shape=(n_tokens, self.hidden_size))
             if n_tokens
             else np.zeros((0, self.hidden_size), dtype=np_dtype)
         )
-        self._in_memory: torch.Tensor | None = None
+        self._states = torch.from_numpy(mapped)  # (n_tokens, hidden_size), texts one after another
 
     def _check_states_file(self, expected: int, n_tokens: int) -> None:
         """Raise a ``ValueError`` naming this cache when ``states.bin`` is missing or not ``expected`` bytes long
@@ -245,7 +246,7 @@ class FeatureCache:
 
     def load_into_memory(self) -> FeatureCache:
         """Copy all states into RAM (same dtype) for faster batches; returns self."""
-        self._in_memory = torch.from_numpy(np.array(self._states))
+        self._states = self._states.clone()
         return self
 
     def rows_of(self, texts: Sequence[str]) -> list[int]:
@@ -263,12 +264,7 @@ class FeatureCache:
     def states(self, row: int) -> torch.Tensor:
         """`(tokens_row, hidden_size)` float32 states of one text."""
         start, length = int(self.starts[row]), int(self.lengths[row])
-        return self._gather_rows(torch.arange(start, start + length)).float()
-
-    def _gather_rows(self, token_rows: torch.Tensor) -> torch.Tensor:
-        if self._in_memory is not None:
-            return self._in_memory[token_rows]
-        return torch.from_numpy(np.asarray(self._states[token_rows.numpy()]))
+        return self._states[start : start + length].float()
 
     def batch(self, rows: Sequence[int] | torch.Tensor, dtype: torch.dtype = torch.float32):
         """Padded states of several texts.
@@ -281,10 +277,11 @@ class FeatureCache:
         lengths = self.lengths[rows]
         width = int(lengths.max()) if len(rows) else 0
         mask = torch.arange(width)[None, :] < lengths[:, None]
-        offsets = torch.arange(width)[None, :].expand(len(rows), width)
-        token_rows = (self.starts[rows][:, None] + offsets)[mask]
         hidden = torch.zeros(len(rows), width, self.hidden_size, dtype=dtype)
-        hidden[mask] = self._gather_rows(token_rows).to(dtype)
+        # A text's states are one contiguous slice: copying slices (casting on the way) is several times
+        # faster than gathering every token row with one big index.
+        for position, (start, length) in enumerate(zip(self.starts[rows].tolist(), lengths.tolist())):
+            hidden[position, :length] = self._states[start : start + length]
         return hidden, mask
 
 
