@@ -111,6 +111,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "mode": args.mode,
         "matryoshka_dims": args.matryoshka_dims,
         "matryoshka_weights": args.matryoshka_weights,
+        "markers": args.markers,
+        "augment_queries": args.augment_queries,
     }
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     if settings.backbone is None:
@@ -179,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="train and evaluate nested dims too, e.g. 32,64,96,128 (ascending, each <= the dim)")
     sweep.add_argument("--matryoshka-weights", type=lambda v: [float(w) for w in _split_list(v)],
                        help="one loss weight per trained dim (the Matryoshka dims plus the full dim); default 1 each")
+    sweep.add_argument("--markers", action=argparse.BooleanOptionalAction, default=None,
+                       help="ColBERT's [unused0]/[unused1] query/document marker tokens (default: the preset's)")
+    sweep.add_argument("--augment-queries", action=argparse.BooleanOptionalAction, default=None,
+                       help="pad queries with attended [MASK] tokens (default: the preset's)")
     sweep.set_defaults(func=cmd_sweep)
     return parser
 

@@ -155,6 +155,29 @@ def test_bad_validation_and_init_settings_are_rejected(changes, message):
         SweepSettings(**changes)
 
 
+def test_markers_and_query_augmentation_follow_the_settings(settings, tmp_path, monkeypatch):
+    built = []
+    real = sweep_runner.cache_features
+    monkeypatch.setattr(sweep_runner, "cache_features", lambda model, *a: built.append(model) or real(model, *a))
+    plain = settings.replace(heads=["linear"], seeds=[0], markers=False, augment_queries=False)
+    run_sweep(plain, tmp_path / "plain")
+    tokens = built[-1].tokenize(["cat effect"], is_query=True)["input_ids"][0].tolist()
+    vocab = built[-1].tokenizer.get_vocab()
+    assert vocab["[unused0]"] not in tokens and vocab["[MASK]"] not in tokens
+    assert "without [unused0]/[unused1] markers, unaugmented queries" in (tmp_path / "plain" / "table.md").read_text()
+    card = (tmp_path / "plain" / "runs" / "linear" / "seed0" / "README.md").read_text()
+    assert "query_marker=None, document_marker=None, augment_queries=False" in card
+    with pytest.raises(ValueError, match="another budget \\(changed: markers\\)"):
+        run_sweep(plain.replace(markers=True), tmp_path / "plain")
+    assert main(["sweep", "--backbone", settings.backbone, "--heads", "linear", "--seeds", "0", "--train-data",
+                 "tinypairs", "--eval-data", "tinyset", "--steps", "2", "--batch-size", "4", "--no-markers",
+                 "--output", str(tmp_path / "cli")]) == 0
+    assert json.loads((tmp_path / "cli" / "settings.json").read_text())["markers"] is False
+    assert json.loads((tmp_path / "cli" / "settings.json").read_text())["augment_queries"] is True
+    with pytest.raises(ValueError, match="markers must be True or False"):
+        SweepSettings(markers="no")
+
+
 def test_too_many_validation_queries_are_rejected(settings):
     with pytest.raises(ValueError, match="must be smaller than the 24 distinct"):
         sweep_runner.load_pairs(settings.replace(validation_queries=24))

@@ -163,6 +163,8 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
     budget = (
         f"mode `{settings.mode}`, train `{settings.train_data}` ({settings.max_pairs or 'all'} pairs), "
         f"{settings.steps} steps x batch {settings.batch_size}, lr {settings.lr}, temperature {settings.temperature}, "
+        f"query/document length {settings.query_max_length}/{settings.document_max_length}, "
+        f"{_tokenisation(settings)}, "
         f"test queries per set: {settings.max_eval_queries or 'all'} (seeded sample, full corpus), "
         f"head init `{getattr(settings, 'branch_init', 'random')}`, validation: "
         f"{getattr(settings, 'validation_queries', 0) or 'none'} held-out training queries (`-val` column, not in the average), "
@@ -172,6 +174,13 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
     plot(summary, output / "results.png", title=f"{settings.train_data} -> {', '.join(settings.eval_data) or 'validation'}")
     print(table)
     return table
+
+
+def _tokenisation(settings) -> str:
+    """How texts were tokenised, in words: ColBERT markers and [MASK] query augmentation on or off."""
+    markers = "with" if getattr(settings, "markers", True) else "without"
+    augment = "[MASK]-augmented" if getattr(settings, "augment_queries", True) else "unaugmented"
+    return f"{markers} [unused0]/[unused1] markers, {augment} queries"
 
 
 def write_run_card(run_dir: Path, record: dict, settings) -> None:
@@ -195,6 +204,10 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
     )
     dims = getattr(settings, "matryoshka_dims", None)
     dims_argument = f", matryoshka_dims={list(dims)}" if dims else ""
+    if not getattr(settings, "markers", True):
+        dims_argument += ", query_marker=None, document_marker=None"
+    if not getattr(settings, "augment_queries", True):
+        dims_argument += ", augment_queries=False"
     body = f"""---
 {data.to_yaml()}
 ---
@@ -204,7 +217,8 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
 A `{record['head']}` projection head ({record['params']:,} parameters, {record['macs_per_token']:,} MACs per token)
 trained on frozen `{settings.backbone}` features (mode `{settings.mode}`) with seed {record['seed']}:
 {settings.steps} steps x batch {settings.batch_size} of `{settings.train_data}` pairs, lr {settings.lr},
-temperature {settings.temperature}, in-batch negatives. Final training loss {record['final_loss']:.4f}.
+temperature {settings.temperature}, in-batch negatives; {_tokenisation(settings)}. Final training loss
+{record['final_loss']:.4f}.
 
 ## Evaluation (test splits, measured by this run)
 

@@ -180,6 +180,9 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
         dim=settings.dim,
         query_max_length=settings.query_max_length,
         document_max_length=settings.document_max_length,
+        query_marker="[unused0]" if settings.markers else None,
+        document_marker="[unused1]" if settings.markers else None,
+        augment_queries=settings.augment_queries,
         matryoshka_dims=list(settings.matryoshka_dims) if settings.matryoshka_dims else None,
     )
     backbone_state = {k: v.clone() for k, v in model.backbone.state_dict().items()}

@@ -23,6 +23,10 @@ class SweepSettings:
         mode: ``head`` (frozen backbone, cached features) or ``top-K``.
         steps / batch_size / lr / temperature: the optimisation budget (AdamW, linear warmup/decay).
         dim / query_max_length / document_max_length: model shape, as ColBERT.
+        markers: prepend ColBERT's query/document marker tokens (``[unused0]`` / ``[unused1]``). Their input
+            embeddings were never trained in the (frozen) backbone, so they can blur every token's state.
+        augment_queries: pad queries to ``query_max_length`` with attended ``[MASK]`` tokens (ColBERT's query
+            augmentation). Both are part of the cached features, so changing them costs one backbone pass.
         max_eval_queries: evaluate on a seeded sample of at most this many test queries per set (None: all);
             the corpus is always complete.
         train_threads: torch threads while training from the cache (None: torch's default). The cached
@@ -56,6 +60,8 @@ class SweepSettings:
     dim: int = 128
     query_max_length: int = 32
     document_max_length: int = 180
+    markers: bool = True
+    augment_queries: bool = True
     max_eval_queries: int | None = None
     train_threads: int | None = 1
     validation_queries: int = 0
@@ -99,6 +105,9 @@ class SweepSettings:
             raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
         if self.branch_init not in BRANCH_INITS:
             raise ValueError(f"branch_init must be one of {', '.join(BRANCH_INITS)}, got {self.branch_init!r}")
+        for name in ("markers", "augment_queries"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
         self._check_matryoshka()
