@@ -178,6 +178,15 @@ def test_markers_and_query_augmentation_follow_the_settings(settings, tmp_path, 
         SweepSettings(markers="no")
 
 
+def test_sweeps_over_the_same_corpus_share_one_document_cache(settings, tmp_path):
+    cache = tmp_path / "cache"
+    run_sweep(settings.replace(heads=["linear"], seeds=[0]), tmp_path / "all", cache_dir=cache)
+    run_sweep(settings.replace(heads=["linear"], seeds=[0], max_pairs=12), tmp_path / "some", cache_dir=cache)
+    kinds = [json.loads(meta.read_text())["description"]["is_query"] for meta in cache.glob("*/meta.json")]
+    # Another training sample means other queries, but the documents are the same set: one document cache.
+    assert kinds.count(False) == 1 and kinds.count(True) == 2
+
+
 def test_too_many_validation_queries_are_rejected(settings):
     with pytest.raises(ValueError, match="must be smaller than the 24 distinct"):
         sweep_runner.load_pairs(settings.replace(validation_queries=24))

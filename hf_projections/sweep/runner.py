@@ -112,10 +112,12 @@ def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache
     and evaluation, so a training passage that is also an evaluation document is encoded once.
 
     Returns ``(train_data, query_cache, doc_cache)``; ``top-K`` modes cache the input of the last K layers.
+    Each cache holds the sorted *set* of its texts, so sweeps whose texts differ only in order or repeats (other
+    training samples over the same corpus, say) share one cache instead of encoding the corpus again.
     """
     train_queries, positives = list(pairs["query"]), list(pairs["positive"])
-    queries = train_queries + [t for s in eval_sets.values() for t in s.query_texts]
-    documents = positives + [t for s in eval_sets.values() for t in s.doc_texts]
+    queries = sorted({*train_queries, *(t for s in eval_sets.values() for t in s.query_texts)})
+    documents = sorted({*positives, *(t for s in eval_sets.values() for t in s.doc_texts)})
     options = {"cache_dir": cache_dir, "layer": cache_layer_for_mode(model, mode)}
     query_cache = build_feature_cache(model, queries, is_query=True, **options)
     doc_cache = build_feature_cache(model, documents, is_query=False, **options)
