@@ -1,7 +1,8 @@
 """Choose the sweep's training recipe on held-out *training* queries, never on test queries.
 
 Each variant is one sweep (``linear`` vs the paper's best head, same seeds) that changes one knob of the
-quick budget (head init, learning rate, steps, temperature) and evaluates only on ``validation_queries``
+quick budget (temperature, marker tokens, query augmentation, head init, learning rate, steps) and evaluates
+only on ``validation_queries``
 GenQ queries held out of the training pairs (``eval_data`` is empty, so no test query is encoded or scored).
 All variants share one feature cache. Writes ``<output>/choices.json`` and ``choices.md``: validation NDCG@10
 per head and variant, and the residual head's delta vs ``linear`` under the same variant.
@@ -20,15 +21,22 @@ from pathlib import Path
 from hf_projections.io import atomic_write_json, atomic_write_text
 from hf_projections.sweep import SweepSettings, run_sweep
 
+# Changes to the quick preset (whose recipe is ``hf_projections.sweep.settings.RECIPE``). The first rows walk
+# from ColBERT's defaults to the recipe one knob at a time; the rest vary one knob around the recipe.
+COLBERT_TOKENS = {"markers": True, "augment_queries": True}
 VARIANTS: dict[str, dict] = {
-    "base (quick budget)": {},
-    "branch_init=zero": {"branch_init": "zero"},
-    "lr=3e-3": {"lr": 3e-3},
-    "branch_init=zero, lr=3e-3": {"branch_init": "zero", "lr": 3e-3},
-    "lr=3e-4": {"lr": 3e-4},
-    "branch_init=zero, lr=3e-4": {"branch_init": "zero", "lr": 3e-4},
-    "steps=1500": {"steps": 1500},
-    "branch_init=zero, steps=1500": {"branch_init": "zero", "steps": 1500},
+    "ColBERT defaults (temperature 1, markers, [MASK] queries)": {"temperature": 1.0, **COLBERT_TOKENS},
+    "temperature 0.5, markers, [MASK] queries": {"temperature": 0.5, **COLBERT_TOKENS},
+    "temperature 0.25, markers, [MASK] queries": COLBERT_TOKENS,
+    "temperature 0.25, [MASK] queries": {"augment_queries": True},
+    "recipe (temperature 0.25, no markers, plain queries)": {},
+    "recipe, temperature 0.1": {"temperature": 0.1},
+    "recipe, temperature 0.5": {"temperature": 0.5},
+    "recipe, branch_init=zero": {"branch_init": "zero"},
+    "recipe, lr=3e-3": {"lr": 3e-3},
+    "recipe, lr=3e-4": {"lr": 3e-4},
+    "recipe, steps=1500": {"steps": 1500},
+    "recipe, steps=1500, branch_init=zero": {"steps": 1500, "branch_init": "zero"},
 }
 
 
@@ -38,7 +46,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None, help="feature cache (default: OUTPUT/cache)")
     parser.add_argument("--variants", default=";".join(VARIANTS), help="';'-separated names from VARIANTS")
     parser.add_argument("--heads", default="linear,ffn2-x2-res")
-    parser.add_argument("--seeds", default="0")
+    parser.add_argument("--seeds", default="0,1")
     parser.add_argument("--validation-queries", type=int, default=500)
     parser.add_argument("--backbone", default=None)
     return parser.parse_args(argv)
@@ -107,13 +115,19 @@ def slug(name: str) -> str:
     return "".join(c if c.isalnum() or c in "=-." else "_" for c in name).strip("_")
 
 
+def _mean_std(values: list[float]) -> str:
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.2f} ± {100 * std:.2f}"
+
+
 def choices_table(results: dict, base: SweepSettings) -> str:
     heads = list(dict.fromkeys(h for r in results.values() for h in r["ndcg@10"]))
     lines = [
         f"Validation NDCG@10 x100 on {base.validation_queries} held-out `{base.train_data}` queries (corpus: every "
-        f"training passage); quick budget otherwise ({base.steps} steps x {base.batch_size}, lr {base.lr}, "
-        f"temperature {base.temperature}, mode `{base.mode}`), seeds {', '.join(map(str, base.seeds))}. No test query "
-        "was used.",
+        f"passage of the {base.max_pairs or 'all'} sampled training pairs); the quick preset otherwise ({base.steps} "
+        f"steps x {base.batch_size}, lr {base.lr}, temperature {base.temperature}, markers {base.markers}, [MASK] "
+        f"query augmentation {base.augment_queries}, mode `{base.mode}`, frozen backbone), each variant changing what "
+        f"its name says; mean ± std over seeds {', '.join(map(str, base.seeds))}. No test query was used.",
         "",
         "| variant | " + " | ".join(f"`{h}`" for h in heads) + " | best non-linear Δ vs linear |",
         "|---|" + "---|" * (len(heads) + 1),
@@ -121,7 +135,7 @@ def choices_table(results: dict, base: SweepSettings) -> str:
     for name, result in results.items():
         means = {h: statistics.fmean(v) for h, v in result["ndcg@10"].items()}
         others = [means[h] - means["linear"] for h in means if h != "linear"]
-        cells = [f"{100 * means[h]:.2f}" if h in means else "" for h in heads]
+        cells = [_mean_std(result["ndcg@10"][h]) if h in means else "" for h in heads]
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {100 * max(others):+.2f} |")
     return "\n".join(lines) + "\n"
 

@@ -34,21 +34,22 @@ def test_variants_are_compared_on_held_out_training_queries(choose_recipe, tiny_
     output = tmp_path / "choices"
     choose_recipe.main(
         ["--output", str(output), "--backbone", tiny_backbone, "--validation-queries", "4",
-         "--variants", "base (quick budget);branch_init=zero"],
+         "--variants", "recipe (temperature 0.25, no markers, plain queries);recipe, branch_init=zero"],
         train_data="tinypairs", max_pairs=None, steps=2, batch_size=4, dim=8, document_max_length=16,
     )
     result = json.loads((output / "choices.json").read_text())["variants"]
-    assert set(result) == {"base (quick budget)", "branch_init=zero"}
+    assert set(result) == {"recipe (temperature 0.25, no markers, plain queries)", "recipe, branch_init=zero"}
     assert all(set(v["ndcg@10"]) == {"linear", "ffn2-x2-res"} for v in result.values())
     # branch_init leaves linear heads alone: the base variant's linear run is reused, not trained again.
-    assert result["branch_init=zero"]["ndcg@10"]["linear"] == result["base (quick budget)"]["ndcg@10"]["linear"]
+    base = "recipe (temperature 0.25, no markers, plain queries)"
+    assert result["recipe, branch_init=zero"]["ndcg@10"]["linear"] == result[base]["ndcg@10"]["linear"]
     base_linear, zero_linear = (
         next(line for line in (output / name / "runs.jsonl").read_text().splitlines() if '"head": "linear"' in line)
-        for name in ("base__quick_budget", "branch_init=zero")
+        for name in (choose_recipe.slug(base), choose_recipe.slug("recipe, branch_init=zero"))
     )
     assert zero_linear == base_linear  # the same record, train_seconds included
     table = (output / "choices.md").read_text()
-    assert "| branch_init=zero |" in table and "No test query was used" in table
+    assert "| recipe, branch_init=zero |" in table and "No test query was used" in table
     assert table in capsys.readouterr().out
 
 

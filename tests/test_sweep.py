@@ -170,7 +170,7 @@ def test_markers_and_query_augmentation_follow_the_settings(settings, tmp_path, 
     with pytest.raises(ValueError, match="another budget \\(changed: markers\\)"):
         run_sweep(plain.replace(markers=True), tmp_path / "plain")
     assert main(["sweep", "--backbone", settings.backbone, "--heads", "linear", "--seeds", "0", "--train-data",
-                 "tinypairs", "--eval-data", "tinyset", "--steps", "2", "--batch-size", "4", "--no-markers",
+                 "tinypairs", "--eval-data", "tinyset", "--steps", "2", "--batch-size", "4", "--no-markers", "--augment-queries",
                  "--output", str(tmp_path / "cli")]) == 0
     assert json.loads((tmp_path / "cli" / "settings.json").read_text())["markers"] is False
     assert json.loads((tmp_path / "cli" / "settings.json").read_text())["augment_queries"] is True
@@ -255,6 +255,13 @@ def test_matryoshka_sweep_trains_nested_dims_and_reports_each(settings, tmp_path
 def test_bad_matryoshka_settings_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
         SweepSettings(**changes)
+
+
+def test_presets_share_the_validated_recipe():
+    from hf_projections.sweep.settings import PRESETS, RECIPE
+
+    for name, preset in PRESETS.items():
+        assert {key: getattr(preset, key) for key in RECIPE} == RECIPE, name
 
 
 def test_matryoshka_preset_and_trained_dims():
