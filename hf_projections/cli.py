@@ -103,6 +103,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "steps": args.steps,
         "batch_size": args.batch_size,
         "lr": args.lr,
+        "backbone_lr": args.backbone_lr,
         "temperature": args.temperature,
         "max_pairs": args.max_pairs,
         "max_eval_queries": args.max_eval_queries,
@@ -168,7 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="comma-separated BEIR sets scored on their test split; 'none' with --validation-queries")
     sweep.add_argument("--steps", type=int)
     sweep.add_argument("--batch-size", type=int)
-    sweep.add_argument("--lr", type=float)
+    sweep.add_argument("--lr", type=float, help="head learning rate")
+    sweep.add_argument("--backbone-lr", type=float, help="learning rate of the trained backbone layers (top-K modes)")
     sweep.add_argument("--temperature", type=float)
     sweep.add_argument("--max-pairs", type=int)
     sweep.add_argument("--max-eval-queries", type=int, help="seeded sample of test queries per set (full corpus)")

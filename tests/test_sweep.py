@@ -187,6 +187,18 @@ def test_sweeps_over_the_same_corpus_share_one_document_cache(settings, tmp_path
     assert kinds.count(False) == 1 and kinds.count(True) == 2
 
 
+def test_top_k_sweep_trains_the_last_layers_at_their_own_learning_rate(settings, tmp_path):
+    top = settings.replace(heads=["linear"], seeds=[0], mode="top-1", lr=1e-3, backbone_lr=2e-5, steps=20)
+    record = run_sweep(top, tmp_path / "top")[0]
+    log = [json.loads(line) for line in (tmp_path / "top" / "runs" / "linear" / "seed0" / "train_log.jsonl").open()]
+    # One schedule scales both groups: their ratio stays that of the configured rates.
+    assert log[0]["lr_head"] > 0 and all(row["lr_backbone"] == pytest.approx(0.02 * row["lr_head"]) for row in log)
+    assert 0.0 <= record["eval"]["tinyset"]["metrics"]["ndcg@10"] <= 1.0
+    assert "lr 0.001, backbone lr 2e-05" in (tmp_path / "top" / "table.md").read_text()
+    with pytest.raises(ValueError, match="backbone_lr must be > 0"):
+        SweepSettings(backbone_lr=0.0)
+
+
 def test_too_many_validation_queries_are_rejected(settings):
     with pytest.raises(ValueError, match="must be smaller than the 24 distinct"):
         sweep_runner.load_pairs(settings.replace(validation_queries=24))

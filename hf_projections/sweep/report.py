@@ -162,7 +162,8 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
     seeds = ", ".join(str(s) for s in settings.seeds)
     budget = (
         f"mode `{settings.mode}`, train `{settings.train_data}` ({settings.max_pairs or 'all'} pairs), "
-        f"{settings.steps} steps x batch {settings.batch_size}, lr {settings.lr}, temperature {settings.temperature}, "
+        f"{settings.steps} steps x batch {settings.batch_size}, lr {settings.lr}{_backbone_lr(settings)}, "
+        f"temperature {settings.temperature}, "
         f"query/document length {settings.query_max_length}/{settings.document_max_length}, "
         f"{_tokenisation(settings)}, "
         f"test queries per set: {settings.max_eval_queries or 'all'} (seeded sample, full corpus), "
@@ -174,6 +175,13 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
     plot(summary, output / "results.png", title=f"{settings.train_data} -> {', '.join(settings.eval_data) or 'validation'}")
     print(table)
     return table
+
+
+def _backbone_lr(settings) -> str:
+    """``", backbone lr 5e-05"`` in top-K modes (where backbone layers train), else nothing."""
+    if getattr(settings, "mode", "head") == "head":
+        return ""
+    return f", backbone lr {getattr(settings, 'backbone_lr', None) or settings.lr}"
 
 
 def _tokenisation(settings) -> str:
@@ -215,8 +223,8 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
 # Sweep run `{record['key']}`
 
 A `{record['head']}` projection head ({record['params']:,} parameters, {record['macs_per_token']:,} MACs per token)
-trained on frozen `{settings.backbone}` features (mode `{settings.mode}`) with seed {record['seed']}:
-{settings.steps} steps x batch {settings.batch_size} of `{settings.train_data}` pairs, lr {settings.lr},
+trained on cached `{settings.backbone}` features (mode `{settings.mode}`) with seed {record['seed']}:
+{settings.steps} steps x batch {settings.batch_size} of `{settings.train_data}` pairs, lr {settings.lr}{_backbone_lr(settings)},
 temperature {settings.temperature}, in-batch negatives; {_tokenisation(settings)}. Final training loss
 {record['final_loss']:.4f}.
 

@@ -288,7 +288,8 @@ def _train(model, train_data, seed: int, settings: SweepSettings, run_dir: Path)
         loss=loss,
         max_steps=settings.steps,
         batch_size=settings.batch_size,
-        learning_rate=settings.lr,
+        learning_rate=settings.backbone_lr or settings.lr,  # only top-K modes have backbone layers to train
+        head_learning_rate=settings.lr,
         seed=seed,
         log_path=run_dir / "train_log.jsonl",
     )

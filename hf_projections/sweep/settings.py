@@ -21,7 +21,9 @@ class SweepSettings:
         max_pairs: subsample of the training pairs (seeded, the same for every run).
         eval_data: BEIR sets evaluated on their ``test`` split.
         mode: ``head`` (frozen backbone, cached features) or ``top-K``.
-        steps / batch_size / lr / temperature: the optimisation budget (AdamW, linear warmup/decay).
+        steps / batch_size / lr / temperature: the optimisation budget (AdamW, linear warmup/decay); ``lr`` is
+            the head's learning rate.
+        backbone_lr: learning rate of the backbone layers that train in ``top-K`` mode (None: ``lr``).
         dim / query_max_length / document_max_length: model shape, as ColBERT.
         markers: prepend ColBERT's query/document marker tokens (``[unused0]`` / ``[unused1]``). Their input
             embeddings were never trained in the (frozen) backbone, so they can blur every token's state.
@@ -56,6 +58,7 @@ class SweepSettings:
     steps: int = 500
     batch_size: int = 32
     lr: float = 1e-3
+    backbone_lr: float | None = None
     temperature: float = 1.0
     dim: int = 128
     query_max_length: int = 32
@@ -108,6 +111,8 @@ class SweepSettings:
         for name in ("markers", "augment_queries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.backbone_lr is not None and not (isinstance(self.backbone_lr, (int, float)) and self.backbone_lr > 0):
+            raise ValueError(f"backbone_lr must be > 0 or None, got {self.backbone_lr!r}")
         if not self.lr > 0 or not self.temperature > 0:
             raise ValueError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
         self._check_matryoshka()
