@@ -8,6 +8,7 @@ from hf_projections.modeling.modeling_hf_projections import (
     ColBERTOutput,
     DenseEmbeddingModel,
     DenseOutput,
+    masked_maxsim,
     maxsim,
     pad_token_embeddings,
 )
@@ -23,6 +24,7 @@ __all__ = [
     "DenseOutput",
     "DenseProjectionConfig",
     "ProjectionConfig",
+    "masked_maxsim",
     "maxsim",
     "pad_token_embeddings",
 ]

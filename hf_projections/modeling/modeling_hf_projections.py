@@ -89,8 +89,13 @@ def maxsim(queries: torch.Tensor, documents: torch.Tensor, document_mask: torch.
         `(n_q, n_d)` sum over query tokens of the best document-token dot product.
     """
     sims = torch.einsum("qid,njd->qnij", queries, documents)
-    sims = sims.masked_fill(~document_mask[None, :, None, :], float("-inf"))
-    best = sims.max(dim=-1).values
+    return masked_maxsim(sims, document_mask[None, :, None, :])
+
+
+def masked_maxsim(similarities: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """MaxSim from token similarities: `(..., q_tokens, d_tokens)` and a mask broadcastable to it (True = real
+    document token) -> `(...)` sum over query tokens of the best real document token."""
+    best = similarities.masked_fill(~keep, float("-inf")).max(dim=-1).values
     # A document without any real token contributes nothing rather than -inf.
     return best.nan_to_num(neginf=0.0).sum(dim=-1)
 

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hf_projections.modeling import maxsim
+from hf_projections.modeling import masked_maxsim, maxsim
 
 DEFAULT_MULTI_VECTOR_TEMPERATURE = 1.0
 DEFAULT_SINGLE_VECTOR_TEMPERATURE = 0.05
@@ -109,9 +109,7 @@ def group_scores(
         raise ValueError("multi-vector documents need document_mask (N, Td) bool, True = real token")
     docs = documents.view(n_queries, g, *documents.shape[1:])
     mask = document_mask.bool().view(n_queries, g, -1)
-    sims = torch.einsum("bqd,bgtd->bgqt", queries, docs)
-    sims = sims.masked_fill(~mask[:, :, None, :], float("-inf"))
-    scores = sims.max(dim=-1).values.nan_to_num(neginf=0.0).sum(dim=-1)
+    scores = masked_maxsim(torch.einsum("bqd,bgtd->bgqt", queries, docs), mask[:, :, None, :])
     if normalize_scores:
         scores = scores / query_token_counts(queries)[:, None]
     return scores
