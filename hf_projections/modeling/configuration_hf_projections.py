@@ -24,6 +24,19 @@ def _positive_int(name: str, value: Any) -> int:
     return value
 
 
+def _check_matryoshka_dims(dims: Any, dim: int) -> list[int]:
+    """Non-empty list/tuple of positive ints, each <= ``dim`` -> sorted list without repeats."""
+    if not isinstance(dims, (list, tuple)) or not dims:
+        raise ValueError(
+            f"matryoshka_dims must be a non-empty list of positive ints (each <= dim) or None, got {dims!r}"
+        )
+    for index, value in enumerate(dims):
+        _positive_int(f"matryoshka_dims[{index}]", value)
+    if max(dims) > dim:
+        raise ValueError(f"matryoshka_dims must be <= dim={dim}, got {list(dims)}")
+    return sorted(set(dims))
+
+
 class ProjectionConfig(PretrainedConfig):
     r"""Configuration of a late-interaction (ColBERT) model: a backbone encoder plus a projection head.
 
@@ -40,14 +53,15 @@ class ProjectionConfig(PretrainedConfig):
         pooling (`str`, defaults to ``"mean"``):
             Pooling of the single-vector model: one of ``"mean"``, ``"cls"``. Unused by ColBERT.
         query_max_length / document_max_length (`int`, defaults to 32 / 180):
-            Token budgets, markers and special tokens included.
+            Token budgets, markers and special tokens included (so, once a tokenizer is attached, at least its
+            special tokens + the marker + 1).
         query_marker / document_marker (`str` or `None`, defaults to ``"[unused0]"`` / ``"[unused1]"``):
             Vocabulary tokens inserted after the first special token, as ColBERT does; ``None`` disables.
         augment_queries (`bool`, defaults to `True`):
             Pad queries to ``query_max_length`` with attended ``[MASK]`` tokens (ColBERT query augmentation).
         matryoshka_dims (`list[int]`, *optional*):
-            Nested output dims the head was trained for; ``truncate_dim`` at encode time must be one of them
-            or ``dim``.
+            Nested output dims the head was trained for (a non-empty list of positive ints, each <= ``dim``);
+            stored sorted with repeats dropped. ``truncate_dim`` at encode time must be one of them or ``dim``.
     """
 
     model_type = "hf_projections_colbert"
@@ -89,13 +103,17 @@ class ProjectionConfig(PretrainedConfig):
         if kwargs.get("starbucks_pairs") is not None and self.model_type != DenseProjectionConfig.model_type:
             raise ValueError("starbucks_pairs is for single-vector models (DenseEmbeddingModel); ColBERT models do not support it")
         if matryoshka_dims is not None:
-            matryoshka_dims = sorted({_positive_int("matryoshka_dims[]", d) for d in matryoshka_dims})
-            if matryoshka_dims[-1] > dim:
-                raise ValueError(f"matryoshka_dims must be <= dim={dim}, got {matryoshka_dims}")
+            matryoshka_dims = _check_matryoshka_dims(matryoshka_dims, dim)
+        try:
+            projection = resolve_spec(projection)
+        except ValueError as error:  # spec errors name the spec field (ffn.depth); say that it is the projection
+            if "projection" in str(error):
+                raise
+            raise type(error)(f"projection: {error}") from error
 
         self.backbone_config = backbone_config
         self.backbone_name = backbone_name
-        self.projection = resolve_spec(projection)
+        self.projection = projection
         self.dim = dim
         self.pooling = pooling
         self.query_max_length = query_max_length

@@ -288,7 +288,8 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         return _integration("checkpoints", "upgrade_projection")(self, projection)
 
     def set_tokenizer(self, tokenizer) -> None:
-        """Attach the tokenizer and check that the configured marker tokens exist in its vocabulary."""
+        """Attach the tokenizer and check it against the config: the marker tokens exist in its vocabulary and
+        each length budget holds the special tokens, the marker and at least one text token."""
         for name in ("query_marker", "document_marker"):
             marker = getattr(self.config, name)
             if marker is not None and marker not in tokenizer.get_vocab():
@@ -297,6 +298,15 @@ class ProjectionPreTrainedModel(PreTrainedModel):
                 )
         if self.config.augment_queries and tokenizer.mask_token_id is None:
             raise ValueError("augment_queries=True needs a tokenizer with a mask token; pass augment_queries=False")
+        special = tokenizer.num_special_tokens_to_add()
+        for name, marker_name in (("query_max_length", "query_marker"), ("document_max_length", "document_marker")):
+            # Below this the tokenizer cannot truncate and silently returns texts longer than the budget.
+            needed = special + (getattr(self.config, marker_name) is not None) + 1
+            if getattr(self.config, name) < needed:
+                raise ValueError(
+                    f"{name}={getattr(self.config, name)} is too short for this tokenizer: it must be >= {needed} "
+                    f"({special} special tokens, the {marker_name} if set, and one text token)"
+                )
         self.tokenizer = tokenizer
 
     def _check_truncate_dim(self, truncate_dim: int) -> int:

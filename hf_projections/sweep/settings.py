@@ -3,10 +3,27 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 
 
 BRANCH_INITS = ("random", "zero")
+
+
+def _is_int(value) -> bool:
+    """True for a Python int that is not a bool (``True`` is an int in Python, never a count here)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_positive_number(value) -> bool:
+    """True for a finite int/float > 0 (bools, strings, NaN and infinity are not)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            and value > 0)
+
+
+def _is_sequence(value) -> bool:
+    """True for a list or tuple (a string is not a list of names)."""
+    return isinstance(value, (list, tuple))
 
 
 @dataclass(frozen=True)
@@ -15,24 +32,27 @@ class SweepSettings:
 
     Attributes:
         backbone: encoder name or folder (None: the offline all-MiniLM-L6-v2).
-        heads: projection presets (or JSON spec strings) to compare; ``linear`` is the baseline.
-        seeds: one run per head per seed (the seed drives head init and batch order).
+        heads: projection presets (or JSON spec strings) to compare, no repeats; must include ``linear``, the
+            baseline.
+        seeds: one run per head per seed (ints >= 0, no repeats; the seed drives head init and batch order).
         train_data: training pairs, e.g. ``arguana-genq`` (see ``load_training_pairs``).
         max_pairs: subsample of the training pairs (seeded, the same for every run).
         eval_data: BEIR sets evaluated on their ``test`` split.
         mode: ``head`` (frozen backbone, cached features) or ``top-K``.
         steps / batch_size / lr / temperature: the optimisation budget (AdamW, linear warmup/decay); ``lr`` is
-            the head's learning rate.
+            the head's learning rate. Steps and batch size are positive ints; ``lr`` and ``temperature`` finite
+            numbers > 0.
         backbone_lr: learning rate of the backbone layers that train in ``top-K`` mode (None: ``lr``).
-        dim / query_max_length / document_max_length: model shape, as ColBERT.
+        dim / query_max_length / document_max_length: model shape, as ColBERT (positive ints).
         markers: prepend ColBERT's query/document marker tokens (``[unused0]`` / ``[unused1]``). Their input
             embeddings were never trained in the (frozen) backbone, so they can blur every token's state.
         augment_queries: pad queries to ``query_max_length`` with attended ``[MASK]`` tokens (ColBERT's query
             augmentation). Both are part of the cached features, so changing them costs one backbone pass.
         max_eval_queries: evaluate on a seeded sample of at most this many test queries per set (None: all);
             the corpus is always complete.
-        train_threads: torch threads while training from the cache (None: torch's default). The cached
-            steps are small matmuls; on the 2-core reference machine one thread ran them 2-3x faster than two.
+        train_threads: torch threads while training from the cache (a positive int; None: torch's default).
+            The cached steps are small matmuls; on the 2-core reference machine one thread ran them 2-3x faster
+            than two.
         validation_queries: hold out this many training query ids (seeded; their pairs leave the training set)
             and report metrics on them against the training passages: the place to make choices, never the
             test queries. 0: no validation set.
@@ -92,17 +112,23 @@ class SweepSettings:
         return PRESETS[name]
 
     def __post_init__(self):
+        if not _is_sequence(self.heads) or not all(isinstance(h, str) and h for h in self.heads):
+            raise ValueError(f"heads must be a list of preset names or JSON spec strings, got {self.heads!r}")
         if "linear" not in self.heads:
             raise ValueError(f"heads must include the 'linear' baseline, got {list(self.heads)}")
+        if not _is_sequence(self.seeds) or not self.seeds or not all(_is_int(s) and s >= 0 for s in self.seeds):
+            raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {self.seeds!r}")
         if len(set(self.heads)) != len(self.heads) or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("heads and seeds must not repeat")
-        if self.max_eval_queries is not None and (not isinstance(self.max_eval_queries, int) or self.max_eval_queries < 1):
+            raise ValueError(f"heads and seeds must not repeat, got heads={list(self.heads)}, seeds={list(self.seeds)}")
+        if self.max_eval_queries is not None and (not _is_int(self.max_eval_queries) or self.max_eval_queries < 1):
             raise ValueError(f"max_eval_queries must be a positive int or None, got {self.max_eval_queries!r}")
+        if self.train_threads is not None and (not _is_int(self.train_threads) or self.train_threads < 1):
+            raise ValueError(f"train_threads must be a positive int or None, got {self.train_threads!r}")
         for name in ("steps", "batch_size", "dim", "query_max_length", "document_max_length"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not _is_int(value) or value < 1:
                 raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if isinstance(self.validation_queries, bool) or not isinstance(self.validation_queries, int) or self.validation_queries < 0:
+        if not _is_int(self.validation_queries) or self.validation_queries < 0:
             raise ValueError(f"validation_queries must be an int >= 0, got {self.validation_queries!r}")
         if not self.eval_data and not self.validation_queries:
             raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
@@ -111,15 +137,18 @@ class SweepSettings:
         for name in ("markers", "augment_queries"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.backbone_lr is not None and not (isinstance(self.backbone_lr, (int, float)) and self.backbone_lr > 0):
-            raise ValueError(f"backbone_lr must be > 0 or None, got {self.backbone_lr!r}")
-        if not self.lr > 0 or not self.temperature > 0:
-            raise ValueError(f"lr and temperature must be > 0, got lr={self.lr}, temperature={self.temperature}")
+        if self.backbone_lr is not None and not _is_positive_number(self.backbone_lr):
+            raise ValueError(f"backbone_lr must be > 0 (a finite number) or None, got {self.backbone_lr!r}")
+        for name in ("lr", "temperature"):
+            if not _is_positive_number(getattr(self, name)):
+                raise ValueError(f"{name} must be > 0 (a finite number), got {getattr(self, name)!r}")
         self._check_matryoshka()
 
     def _check_matryoshka(self) -> None:
         dims, weights = self.matryoshka_dims, self.matryoshka_weights
         if dims is not None:
+            if not _is_sequence(dims):
+                raise ValueError(f"matryoshka_dims must be a non-empty list of positive ints or None, got {dims!r}")
             dims = tuple(dims)
             object.__setattr__(self, "matryoshka_dims", dims)  # a list given directly becomes a tuple
             if not dims or any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
@@ -132,6 +161,8 @@ class SweepSettings:
             return
         if dims is None:
             raise ValueError("matryoshka_weights were given without matryoshka_dims")
+        if not _is_sequence(weights):
+            raise ValueError(f"matryoshka_weights must be a list of non-negative numbers or None, got {weights!r}")
         weights = tuple(weights)
         object.__setattr__(self, "matryoshka_weights", weights)
         trained = self.trained_dims()
@@ -140,8 +171,8 @@ class SweepSettings:
                 f"matryoshka_weights needs one weight per trained dim {list(trained)} (the full dim {self.dim} is "
                 f"always trained), got {len(weights)}: {list(weights)}"
             )
-        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not w >= 0 for w in weights):
-            raise ValueError(f"matryoshka_weights must be non-negative numbers, got {list(weights)}")
+        if any(isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < math.inf for w in weights):
+            raise ValueError(f"matryoshka_weights must be non-negative finite numbers, got {list(weights)}")
 
 
 PAPER_HEADS = (
