@@ -199,6 +199,25 @@ def test_top_k_sweep_trains_the_last_layers_at_their_own_learning_rate(settings,
         SweepSettings(backbone_lr=0.0)
 
 
+@pytest.mark.parametrize("mode", ["head", "top-1"])
+def test_a_loaded_sweep_run_reproduces_its_recorded_metrics(settings, tmp_path, mode):
+    from hf_projections.evaluation import evaluate_model
+    from hf_projections.sweep import load_sweep_run
+
+    plain = settings.replace(heads=["linear", "ffn2-x2-res"], seeds=[1], mode=mode, markers=False, steps=6,
+                             backbone_lr=1e-3)
+    records = {r["head"]: r for r in run_sweep(plain, tmp_path / "sweep")}
+    run_dir = tmp_path / "sweep" / "runs" / "ffn2-x2-res" / "seed1"
+    assert (run_dir / "model").is_dir() == (mode != "head")  # top-K layers trained: the whole model is kept
+    model = load_sweep_run(run_dir)
+    assert model.config.query_marker is None and model.config.projection["type"] == "ffn"
+    # An independent path (tokens -> backbone -> head -> exact search), not the sweep's feature cache.
+    again = evaluate_model(model, "tinyset")["metrics"]["ndcg@10"]
+    assert again == pytest.approx(records["ffn2-x2-res"]["eval"]["tinyset"]["metrics"]["ndcg@10"], abs=1e-6)
+    with pytest.raises(FileNotFoundError, match="not a finished sweep run"):
+        load_sweep_run(tmp_path)
+
+
 def test_too_many_validation_queries_are_rejected(settings):
     with pytest.raises(ValueError, match="must be smaller than the 24 distinct"):
         sweep_runner.load_pairs(settings.replace(validation_queries=24))

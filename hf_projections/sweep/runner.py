@@ -18,7 +18,7 @@ from hf_projections.evaluation import evaluate_embeddings, load_beir, load_train
 from hf_projections.evaluation.beir import holdout_split, pairs_to_beir
 from hf_projections.heads import build_projection, describe, init_from_linear, resolve_spec
 from hf_projections.heads.base import ResidualHead
-from hf_projections.integrations.peft import save_head
+from hf_projections.integrations.peft import load_head, save_head
 from hf_projections.io import atomic_write_json
 from hf_projections.modeling import ColBERTModel
 from hf_projections.sweep.report import write_report, write_run_card
@@ -176,17 +176,7 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
     finished = read_finished_runs(runs_path)
     cache_dir = Path(cache_dir) if cache_dir is not None else output / "cache"
 
-    model = ColBERTModel.from_backbone(
-        settings.backbone,
-        projection="linear",
-        dim=settings.dim,
-        query_max_length=settings.query_max_length,
-        document_max_length=settings.document_max_length,
-        query_marker="[unused0]" if settings.markers else None,
-        document_marker="[unused1]" if settings.markers else None,
-        augment_queries=settings.augment_queries,
-        matryoshka_dims=list(settings.matryoshka_dims) if settings.matryoshka_dims else None,
-    )
+    model = build_sweep_model(settings)
     backbone_state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     pairs, validation_sets = load_pairs(settings)
     validation_sets = validation_sets or {}
@@ -214,6 +204,41 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
             records.append(record)
     write_report(records, settings, output, machine_info())
     return records
+
+
+def build_sweep_model(settings: SweepSettings, projection: str | dict = "linear") -> ColBERTModel:
+    """The ColBERT model every run of ``settings`` starts from: the backbone, shape and tokenisation of the
+    sweep, with a fresh ``projection`` head."""
+    return ColBERTModel.from_backbone(
+        settings.backbone,
+        projection=projection,
+        dim=settings.dim,
+        query_max_length=settings.query_max_length,
+        document_max_length=settings.document_max_length,
+        query_marker="[unused0]" if settings.markers else None,
+        document_marker="[unused1]" if settings.markers else None,
+        augment_queries=settings.augment_queries,
+        matryoshka_dims=list(settings.matryoshka_dims) if settings.matryoshka_dims else None,
+    )
+
+
+def load_sweep_run(run_dir: str | Path) -> ColBERTModel:
+    """The trained model of one finished run, ``<sweep output>/runs/<head>/seed<k>``, ready to encode or save.
+
+    ``head`` runs rebuild the sweep's model (``settings.json`` two folders up) and load the saved head; ``top-K``
+    runs saved their whole model (``model/``), since their last backbone layers trained too.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "model" / "config.json").exists():
+        return ColBERTModel.from_pretrained(run_dir / "model")
+    settings_path = run_dir.parents[2] / "settings.json" if len(run_dir.parents) > 2 else None
+    if not (run_dir / "head").is_dir() or settings_path is None or not settings_path.exists():
+        raise FileNotFoundError(
+            f"{run_dir} is not a finished sweep run: expected {run_dir / 'head'} and the sweep's settings.json two "
+            "folders up (<output>/runs/<head>/seed<k>)"
+        )
+    settings = SweepSettings().replace(**json.loads(settings_path.read_text(encoding="utf-8")))
+    return load_head(build_sweep_model(settings), run_dir / "head")
 
 
 def build_run_head(head: str, seed: int, settings: SweepSettings, d_in: int):
@@ -296,7 +321,10 @@ def _train(model, train_data, seed: int, settings: SweepSettings, run_dir: Path)
 
 
 def _save_run(model, run_dir: Path, record: dict, settings: SweepSettings) -> None:
-    """Keep the trained head (safetensors + spec) and a model card; the backbone is the shared base."""
+    """Keep the trained head (safetensors + spec) and a model card; the backbone is the shared base, except in
+    ``top-K`` modes, whose trained layers are kept with the whole model (``model/``)."""
     save_head(model, run_dir / "head")
+    if settings.mode != "head":
+        model.save_pretrained(run_dir / "model")
     atomic_write_json(run_dir / "result.json", record)
     write_run_card(run_dir, record, settings)
