@@ -38,7 +38,9 @@ NAME = "ann"
 def parse_args(argv=None):
     parser = common.base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="scifact", help="BEIR set (its test queries are used)")
-    parser.add_argument("--model", default=None, help="a saved ColBERTModel folder (default: backbone + linear head)")
+    parser.add_argument("--model", default=None,
+                        help="a saved ColBERTModel folder or a sweep run folder (<sweep>/runs/<head>/seed<k>); "
+                             "default: backbone + an untrained seeded linear head")
     parser.add_argument("--max-docs", type=int, default=None, help="use the first N documents only")
     parser.add_argument("--max-queries", type=int, default=None)
     parser.add_argument("--k", type=int, default=100)
@@ -68,7 +70,11 @@ def encoded_data(args):
     doc_ids = list(dataset.corpus)[: args.max_docs] if args.max_docs else list(dataset.corpus)
     corpus = {doc_id: dataset.corpus[doc_id] for doc_id in doc_ids}
     query_ids = list(dataset.queries)[: args.max_queries] if args.max_queries else list(dataset.queries)
-    if args.model:
+    if args.model and (Path(args.model) / "head").is_dir():
+        from hf_projections.sweep import load_sweep_run
+
+        model, name = load_sweep_run(args.model), f"sweep run {args.model}"
+    elif args.model:
         model, name = ColBERTModel.from_pretrained(args.model), args.model
     else:
         backbone = args.backbone or common.default_backbone()
@@ -84,7 +90,9 @@ def encoded_data(args):
             "full_corpus_documents": len(dataset.corpus), "prefix_only": len(doc_ids) < len(dataset.corpus),
             "doc_tokens_total": int(encoded.embeddings.shape[0]), "encode_or_load_corpus_s": corpus_seconds,
             "corpus_from_cache": encoded.loaded_from is not None}
-    return name, encoded, queries, info
+    judged = {"qrels": {q: dataset.qrels[q] for q in query_ids if q in dataset.qrels}, "query_ids": query_ids,
+              "doc_ids": doc_ids, "ignore_identical_ids": dataset.ignore_identical_ids}
+    return name, encoded, queries, info, judged
 
 
 def run(args) -> dict:
@@ -96,7 +104,7 @@ def run(args) -> dict:
 
     notes = common.setup(args)
     common.quiet_transformers()
-    model_name, corpus, queries, data = encoded_data(args)
+    model_name, corpus, queries, data, judged = encoded_data(args)
     # Encoding is done: measure with the machine as quiet as at the start.
     if not (args.quick or args.no_wait):
         notes["waited_after_encoding_s"] = round(common.wait_for_quiet_machine(max_wait_s=args.max_wait), 1)
@@ -132,6 +140,7 @@ def run(args) -> dict:
             "token_vectors": int(source.embeddings.shape[0]),
             "vectors_per_document": source.embeddings.shape[0] / len(source),
             "vector_bytes_per_document": source.embeddings.numel() * source.embeddings.element_size() / len(source),
+            "ndcg@10": ndcg_at_10(outputs[name], judged),
         }
         if name in indexes:
             index = indexes[name]
@@ -155,18 +164,29 @@ def run(args) -> dict:
         "quick": args.quick,
         "notes": notes,
         "rows": rows,
-        "summary": {row["method"]: {"recall": round(row["recall_at_k_vs_exact"], 4),
+        "summary": {row["method"]: {"recall": round(row["recall_at_k_vs_exact"], 4), "ndcg@10": round(row["ndcg@10"], 4),
                                     "qps": round(row["queries_per_second"], 1)} for row in rows},
     }
+
+
+def ndcg_at_10(output, judged: dict) -> float:
+    """NDCG@10 (ir-measures) of one method's ``(scores, indices)`` top-k on the judged test queries."""
+    from hf_projections.evaluation.evaluate import build_run
+    from hf_projections.evaluation.metrics import compute_metrics
+
+    scores, indices = output
+    run = build_run(judged["query_ids"], judged["doc_ids"], scores, indices, k=10,
+                    ignore_identical_ids=judged["ignore_identical_ids"])
+    return compute_metrics(judged["qrels"], run, ["ndcg@10"])["ndcg@10"]
 
 
 def main(argv=None) -> dict:
     args = parse_args(argv)
     result = run(args)
-    print(f"{'method':<14} {'recall@k':>9} {'q/s':>8} {'x exact':>8} {'vectors/doc':>12} {'index B/doc':>12}")
+    print(f"{'method':<14} {'recall@k':>9} {'NDCG@10':>8} {'q/s':>8} {'x exact':>8} {'vectors/doc':>12} {'index B/doc':>12}")
     for row in result["rows"]:
         index_bytes = row.get("index_bytes_per_document")
-        print(f"{row['method']:<14} {row['recall_at_k_vs_exact']:>9.4f} {row['queries_per_second']:>8.1f} "
+        print(f"{row['method']:<14} {row['recall_at_k_vs_exact']:>9.4f} {row['ndcg@10']:>8.4f} {row['queries_per_second']:>8.1f} "
               f"{row['speedup_vs_exact']:>8.2f} {row['vectors_per_document']:>12.1f} "
               f"{(f'{index_bytes:,.0f}' if index_bytes else '-'):>12}")
     common.write_section(NAME, result, args.output)

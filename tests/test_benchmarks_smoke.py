@@ -161,6 +161,7 @@ def test_ann_quick(bench, tmp_path, tiny_backbone, data_root):
     methods = {row["method"]: row for row in section["rows"]}
     assert set(methods) == {"exact", "pooled exact", "ann", "ann+pool2"}
     assert methods["exact"]["recall_at_k_vs_exact"] == 1.0
+    assert all(0.0 <= row["ndcg@10"] <= 1.0 for row in methods.values())
     for name in ("ann", "ann+pool2"):
         assert {"index_bytes_per_document", "build_s", "mean_candidates", "queries_per_second"} <= set(methods[name])
         assert 0.0 <= methods[name]["recall_at_k_vs_exact"] <= 1.0
