@@ -321,3 +321,16 @@ def test_rows_of_older_records_take_the_full_dim_and_summaries_keep_to_it():
     assert [(r["seed"], r["dim"]) for r in rows] == [(0, 128), (1, 128), (1, 32)]
     assert summarise(rows)["linear"]["datasets"]["s"] == (0.5, 0.0)  # the full dim only
     assert summarise(rows, dim=32)["linear"]["datasets"]["s"] == (0.1, 0.0)
+
+
+def test_delta_vs_linear_is_paired_by_seed():
+    from hf_projections.sweep.report import markdown_table, summarise
+
+    def row(head, seed, value):
+        return {"head": head, "seed": seed, "dataset": "s", "split": "test", "dim": 8, "ndcg@10": value, "params": 1}
+
+    # Seeds move both heads together: unpaired the gap would drown in a 10-point seed spread, paired it is exact.
+    rows = [row("linear", 0, 0.40), row("linear", 1, 0.50), row("ffn", 0, 0.41), row("ffn", 1, 0.51)]
+    table = markdown_table(summarise(rows))
+    assert "| `ffn` | 1 | 46.00 ± 7.07 | 46.00 ± 7.07 | +1.00 ± 0.00 | 2 |" in table
+    assert "| `linear` | 1 | 45.00 ± 7.07 | 45.00 ± 7.07 | +0.00 ± 0.00 | 2 |" in table

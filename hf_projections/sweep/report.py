@@ -69,10 +69,11 @@ def summarise(rows: list[dict], metric: str = "ndcg@10", dim: int | None = None)
         entry["params"] = row["params"]
     summary = {}
     for head, entry in by_head.items():
-        averages = [statistics.fmean(per_set.values()) for per_set in entry["seeds"].values()]
+        averages = {seed: statistics.fmean(per_set.values()) for seed, per_set in entry["seeds"].items()}
         summary[head] = {
             "datasets": {name: _mean_std(values) for name, values in entry["datasets"].items()},
-            "average": _mean_std(averages),
+            "average": _mean_std(list(averages.values())),
+            "seed_averages": averages,
             "params": entry["params"],
             "n_seeds": len(entry["seeds_seen"]),
         }
@@ -80,7 +81,9 @@ def summarise(rows: list[dict], metric: str = "ndcg@10", dim: int | None = None)
 
 
 def markdown_table(summary: dict[str, dict], metric: str = "ndcg@10", by_dim: dict[int, dict] | None = None) -> str:
-    """Heads as rows; per data set mean ± std (x100), the average, and its delta vs ``linear``.
+    """Heads as rows; per data set mean ± std (x100), the average, and its delta vs ``linear``: the mean ± std
+    over seeds of the per-seed difference (runs of one seed share their batches, so the pairing removes
+    that part of the seed noise).
 
     With ``by_dim`` (``{dim: summary}``, e.g. Matryoshka dims) the table has a ``dim`` column and one block of
     heads per dim, largest first; the delta is against ``linear`` at the same dim.
@@ -91,16 +94,26 @@ def markdown_table(summary: dict[str, dict], metric: str = "ndcg@10", by_dim: di
     header = ["head", *dim_column, "params", *[f"{d} {metric}" for d in datasets], "average", "Δ vs linear", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for dim, group in groups:
-        baseline = group.get("linear", {}).get("average", (float("nan"), 0))[0]
+        baseline = group.get("linear", {}).get("seed_averages", {})
         for head, entry in sorted(group.items(), key=lambda item: -item[1]["average"][0]):
             cells = [f"`{head}`", *([str(dim)] if dim_column else []), f"{entry['params']:,}"]
             for name in datasets:
                 mean, std = entry["datasets"].get(name, (float("nan"), 0.0))
                 cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}")
             mean, std = entry["average"]
-            cells += [f"{100 * mean:.2f} ± {100 * std:.2f}", f"{100 * (mean - baseline):+.2f}", str(entry["n_seeds"])]
+            cells += [f"{100 * mean:.2f} ± {100 * std:.2f}", _paired_delta(entry.get("seed_averages", {}), baseline),
+                      str(entry["n_seeds"])]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _paired_delta(averages: dict, baseline: dict) -> str:
+    """``"+0.35 ± 0.80"``: mean ± std (x100) over the seeds both have of ``averages[seed] - baseline[seed]``."""
+    differences = [averages[seed] - baseline[seed] for seed in sorted(averages) if seed in baseline]
+    if not differences:
+        return "n/a"
+    mean, std = _mean_std(differences)
+    return f"{100 * mean:+.2f} ± {100 * std:.2f}"
 
 
 def write_csv(path: Path, rows: list[dict]) -> None:
