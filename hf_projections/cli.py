@@ -106,6 +106,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "backbone_lr": args.backbone_lr,
         "temperature": args.temperature,
         "max_pairs": args.max_pairs,
+        "train_threads": args.train_threads,
         "max_eval_queries": args.max_eval_queries,
         "validation_queries": args.validation_queries,
         "branch_init": args.branch_init,
@@ -173,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--backbone-lr", type=float, help="learning rate of the trained backbone layers (top-K modes)")
     sweep.add_argument("--temperature", type=float)
     sweep.add_argument("--max-pairs", type=int)
+    sweep.add_argument("--train-threads", type=int, help="torch threads while training (default: all cores)")
     sweep.add_argument("--max-eval-queries", type=int, help="seeded sample of test queries per set (full corpus)")
     sweep.add_argument("--validation-queries", type=int,
                        help="hold out this many training queries and report metrics on them (for choices)")

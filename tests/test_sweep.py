@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 
 from hf_projections.cli import main
 from hf_projections.sweep import SweepSettings, run_sweep
@@ -94,11 +95,14 @@ def test_bad_settings_are_rejected(changes, message):
 
 
 def test_cli_sweep_runs_and_prints_the_table(settings, tmp_path, capsys):
+    threads = torch.get_num_threads()
     code = main(["sweep", "--backbone", settings.backbone, "--heads", "linear,ffn2", "--seeds", "0",
                  "--train-data", "tinypairs", "--eval-data", "tinyset", "--steps", "2", "--batch-size", "4",
-                 "--output", str(tmp_path / "cli")])
+                 "--train-threads", "1", "--output", str(tmp_path / "cli")])
     assert code == 0
     assert "`ffn2`" in capsys.readouterr().out
+    assert json.loads((tmp_path / "cli" / "settings.json").read_text())["train_threads"] == 1
+    assert torch.get_num_threads() == threads  # the training thread count does not leak out of the sweep
     assert main(["sweep", "--preset", "nope"]) == 2
 
 
