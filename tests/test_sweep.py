@@ -55,6 +55,7 @@ def test_sweep_writes_every_output_and_resumes(settings, tmp_path, monkeypatch):
     assert all(0.0 <= float(r["ndcg@10"]) <= 1.0 for r in rows)
     table = (output / "table.md").read_text()
     assert "`ffn2-x2-res`" in table and "Δ vs linear" in table and "+0.00" in table  # linear vs itself
+    assert "validation: none, seeds" in table
     run_dir = output / "runs" / "ffn2-x2-res" / "seed1"
     assert (run_dir / "head" / "projection.safetensors").exists()
     card = (run_dir / "README.md").read_text()
@@ -133,6 +134,7 @@ def test_validation_rows_stay_out_of_the_test_average(settings, tmp_path):
     assert {r["split"] for r in rows} == {"test", "validation"}
     table_row = next(line for line in (tmp_path / "v" / "table.md").read_text().splitlines() if "`linear`" in line)
     assert table_row.split("|")[-4].strip() == f"{100 * test_ndcg:.2f} ± 0.00"  # the average column
+    assert "validation: 2 held-out training queries" in (tmp_path / "v" / "table.md").read_text()
 
 
 def test_zero_branch_init_starts_residual_heads_as_the_linear_head(settings):

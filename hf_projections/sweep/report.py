@@ -180,8 +180,7 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
         f"query/document length {settings.query_max_length}/{settings.document_max_length}, "
         f"{_tokenisation(settings)}, "
         f"test queries per set: {settings.max_eval_queries or 'all'} (seeded sample, full corpus), "
-        f"head init `{getattr(settings, 'branch_init', 'random')}`, validation: "
-        f"{getattr(settings, 'validation_queries', 0) or 'none'} held-out training queries (`-val` column, not in the average), "
+        f"head init `{getattr(settings, 'branch_init', 'random')}`, validation: {_validation(settings)}, "
         f"seeds {seeds}; machine: {machine['platform']}, {machine['usable_cpus']} CPUs, torch {machine['torch']}"
     )
     atomic_write_text(output / "table.md", f"NDCG@10 x100; average over the test splits; {budget}\n\n{table}")
@@ -195,6 +194,11 @@ def _backbone_lr(settings) -> str:
     if getattr(settings, "mode", "head") == "head":
         return ""
     return f", backbone lr {getattr(settings, 'backbone_lr', None) or settings.lr}"
+
+
+def _validation(settings) -> str:
+    count = getattr(settings, "validation_queries", 0)
+    return f"{count} held-out training queries (`-val` column, not in the average)" if count else "none"
 
 
 def _tokenisation(settings) -> str:
