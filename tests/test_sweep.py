@@ -263,7 +263,7 @@ def test_matryoshka_sweep_trains_nested_dims_and_reports_each(settings, tmp_path
     full = next(r for r in rows if r["dim"] == "8")
     assert float(full["ndcg@10"]) == record["eval"]["tinyset"]["metrics"]["ndcg@10"]
     table = (tmp_path / "m" / "table.md").read_text()
-    assert "Per Matryoshka dim" in table and "| head | dim | params |" in table
+    assert "Per Matryoshka dim (trained on dims 2, 4, 8, weights 1, 0.5, 2;" in table and "| head | dim | params |" in table
     assert sum(line.startswith("| `linear` | ") for line in table.splitlines()) == 4  # the main table + 3 dims
 
     # The dim-2 row is what the saved head gives through the model's own truncate_dim (a backbone pass here).

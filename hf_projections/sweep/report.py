@@ -168,7 +168,7 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
         by_dim = {dim: summarise(rows, dim=dim) for dim in sorted({row["dim"] for row in rows})}
         weights = getattr(settings, "matryoshka_weights", None)
         table += (
-            f"\nPer Matryoshka dim (trained on dims {', '.join(map(str, matryoshka_dims))} and {settings.dim}, "
+            f"\nPer Matryoshka dim (trained on dims {', '.join(map(str, sorted({*matryoshka_dims, settings.dim})))}, "
             f"weights {', '.join(map(str, weights)) if weights else '1 each'}; each dim evaluated on the first d "
             f"features, re-normalised):\n\n" + markdown_table(summary, by_dim=by_dim)
         )
