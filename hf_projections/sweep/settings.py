@@ -200,8 +200,9 @@ PRESETS: dict[str, SweepSettings] = {
     # then 4 runs; ArguAna is scored on a seeded sample of 300 of its 1,406 test queries (full corpus).
     "quick": SweepSettings(max_eval_queries=300, **RECIPE),
     # The paper's ablation grid (depth, width, residual, GLU variants, activation), 3 seeds, on the quick preset's
-    # test queries (so its linear and ffn2-x2-res runs at seeds 0 and 1 are the quick preset's runs). All 1,406 ArguAna queries
-    # would cost ~6 minutes of exact search per run here, for a sample that is already paired across heads.
+    # budget and test queries (its linear and ffn2-x2-res runs at seeds 0 and 1 repeat the quick preset's, up to
+    # float noise from thread counts). All 1,406 ArguAna queries would cost ~6 minutes of exact search per run
+    # here, for a sample that is already paired across heads.
     "paper": SweepSettings(heads=PAPER_HEADS, seeds=(0, 1, 2), max_eval_queries=300, **RECIPE),
     # The quick budget with Matryoshka training: NDCG@10 at 32/64/96/128 dims for linear vs ffn2-x2-res.
     "matryoshka": SweepSettings(max_eval_queries=300, matryoshka_dims=(32, 64, 96, 128), **RECIPE),
