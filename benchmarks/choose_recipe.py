@@ -18,10 +18,10 @@ import statistics
 import time
 from pathlib import Path
 
-from hf_projections.io import atomic_write_json, atomic_write_text
+from hf_projections.atomic import atomic_write_json, atomic_write_text
 from hf_projections.sweep import SweepSettings, run_sweep
 
-# Changes to the quick preset (whose recipe is ``hf_projections.sweep.settings.RECIPE``). The first rows walk
+# Changes to the quick preset (whose recipe is ``hf_projections.training.recipes.HEAD``). The first rows walk
 # from ColBERT's defaults to the recipe one knob at a time; the rest vary one knob around the recipe.
 COLBERT_TOKENS = {"markers": True, "augment_queries": True}
 VARIANTS: dict[str, dict] = {
@@ -33,10 +33,14 @@ VARIANTS: dict[str, dict] = {
     "recipe, temperature 0.1": {"temperature": 0.1},
     "recipe, temperature 0.5": {"temperature": 0.5},
     "recipe, branch_init=zero": {"branch_init": "zero"},
-    "recipe, lr=3e-3": {"lr": 3e-3},
-    "recipe, lr=3e-4": {"lr": 3e-4},
+    "recipe, lr=3e-3": {"head_lr": 3e-3},
+    "recipe, lr=3e-4": {"head_lr": 3e-4},
     "recipe, steps=1500": {"steps": 1500},
     "recipe, steps=1500, branch_init=zero": {"steps": 1500, "branch_init": "zero"},
+    # Top-K modes (the last K backbone layers train with the head, at backbone_lr; the head stays at lr).
+    "recipe, top-2, backbone_lr=1e-5": {"mode": "top-2", "backbone_lr": 1e-5},
+    "recipe, top-2, backbone_lr=3e-5": {"mode": "top-2", "backbone_lr": 3e-5},
+    "recipe, top-2, backbone_lr=1e-4": {"mode": "top-2", "backbone_lr": 1e-4},
 }
 
 
@@ -86,7 +90,7 @@ def main(argv=None, **budget_changes) -> None:
             (validation,) = record["validation"].values()
             per_head.setdefault(record["head"], []).append(validation["metrics"]["ndcg@10"])
         results[name] = {"changes": VARIANTS[name], "ndcg@10": per_head, "seconds": time.perf_counter() - started}
-        atomic_write_json(args.output / "choices.json", {"base": base.to_dict(), "variants": results})
+        atomic_write_json(args.output / "choices.json", {"base": base.resolved().to_dict(), "variants": results})
     atomic_write_text(args.output / "choices.md", choices_table(results, base))
     print((args.output / "choices.md").read_text())
 
@@ -122,10 +126,11 @@ def _mean_std(values: list[float]) -> str:
 
 def choices_table(results: dict, base: SweepSettings) -> str:
     heads = list(dict.fromkeys(h for r in results.values() for h in r["ndcg@10"]))
+    base = base.resolved()
     lines = [
         f"Validation NDCG@10 x100 on {base.validation_queries} held-out `{base.train_data}` queries (corpus: every "
         f"passage of the {base.max_pairs or 'all'} sampled training pairs); the quick preset otherwise ({base.steps} "
-        f"steps x {base.batch_size}, lr {base.lr}, temperature {base.temperature}, markers {base.markers}, [MASK] "
+        f"steps x {base.batch_size}, head lr {base.head_lr}, temperature {base.temperature}, markers {base.markers}, [MASK] "
         f"query augmentation {base.augment_queries}, mode `{base.mode}`, frozen backbone), each variant changing what "
         f"its name says; mean ± std over seeds {', '.join(map(str, base.seeds))}. No test query was used.",
         "",

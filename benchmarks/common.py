@@ -241,7 +241,7 @@ def versions() -> dict[str, str | None]:
 def write_section(name: str, payload: dict[str, Any], output_dir: Path) -> Path:
     """Write ``<output_dir>/<name>.json`` atomically: ``payload`` plus machine, versions and a timestamp."""
     from hf_projections.evaluation import machine_info
-    from hf_projections.io import atomic_write_json
+    from hf_projections.atomic import atomic_write_json
 
     document = {
         "benchmark": name,

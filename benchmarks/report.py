@@ -200,7 +200,7 @@ def main(argv=None) -> str:
     parser.add_argument("--results", type=Path, default=common.RESULTS_DIR)
     parser.add_argument("--output", type=Path, default=common.BENCHMARKS_DIR / "RESULTS.md")
     args = parser.parse_args(argv)
-    from hf_projections.io import atomic_write_text
+    from hf_projections.atomic import atomic_write_text
 
     text = build_report(args.results)
     atomic_write_text(args.output, text)

@@ -54,17 +54,17 @@ def parse_args(argv=None):
 
 def train_once(args, backbone: str, rows, mode: str, steps: int, workdir: Path) -> dict:
     """One ``train(...)`` call in a fresh output/cache folder; returns its ``train_summary.json``."""
-    from hf_projections.training import train
+    from hf_projections.training import ProjectionTrainingArguments, train
 
     output = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{mode}-"))
     cached = mode != "full"
     extra = {"query_max_length": 8, "document_max_length": 32} if args.quick else {}
-    train(
-        backbone=backbone, projection=args.projection, data=rows, mode=mode, max_steps=steps,
-        batch_size=args.batch_size, output_dir=output / "run", save_steps=None, logging_steps=max(1, steps),
-        use_cache=cached, cache_dir=(output / "cache") if cached else None, precision="fp32",
+    train(rows, ProjectionTrainingArguments(
+        backbone=backbone, projection=args.projection, mode=mode, max_steps=steps,
+        batch_size=args.batch_size, output_dir=str(output / "run"), save_steps=None, logging_steps=max(1, steps),
+        use_cache=cached, cache_dir=str(output / "cache") if cached else None, precision="fp32",
         show_progress_bar=False, seed=0, **extra,
-    )
+    ))
     return json.loads((output / "run" / "train_summary.json").read_text(encoding="utf-8"))
 
 

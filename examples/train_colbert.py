@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from hf_projections import describe
-from hf_projections.training import train
+from hf_projections.training import ProjectionTrainingArguments, train
 
 SAMPLE_QUERY = "what causes scurvy?"
 SAMPLE_DOCUMENTS = ["Scurvy is a disease resulting from a lack of vitamin C.",
@@ -45,10 +45,9 @@ def parse_args(argv=None):
 def main(argv=None) -> int:
     args = parse_args(argv)
     projection = json.loads(args.projection) if args.projection.lstrip().startswith("{") else args.projection
-    model = train(
+    training_args = ProjectionTrainingArguments(
         backbone=args.backbone,
         projection=projection,
-        data=list(args.data),
         mode=args.mode,
         epochs=args.epochs,
         max_steps=args.max_steps,
@@ -60,7 +59,8 @@ def main(argv=None) -> int:
         save_steps=None,
         query_max_length=args.query_max_length,
         document_max_length=args.document_max_length,
-    )
+    )  # learning rates, temperature and query tokens: the mode's measured recipe
+    model = train(list(args.data), training_args)
     head = describe(model.projection)
     summary_path = Path(args.output) / "train_summary.json"
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}

@@ -32,11 +32,13 @@ import torch.nn.functional as F
 
 from hf_projections.evaluation import evaluate_embeddings, load_beir, load_training_pairs, machine_info
 from hf_projections.heads import build_projection
-from hf_projections.io import atomic_write_json, atomic_write_text
+from hf_projections.atomic import atomic_write_json, atomic_write_text
 from hf_projections.modeling import DenseEmbeddingModel
 from hf_projections.training.cache import default_cache_dir
 from hf_projections.training.losses import ContrastiveLoss
-from hf_projections.training.starbucks import StarbucksLoss, encode_pooled, pooled_layer_features, train_pooled
+from hf_projections.training import ProjectionTrainingArguments
+from hf_projections.training.nested_losses import StarbucksLoss
+from hf_projections.training.starbucks import encode_pooled, pooled_layer_features, train_pooled
 
 METRICS = ("ndcg@10", "recall@100")
 
@@ -139,7 +141,8 @@ def main(argv=None) -> int:
         ) for layer, dim in cells}
 
     grid = [(layer, dim) for layer in layers for dim in dims]
-    common = dict(layers=layers, steps=args.steps, batch_size=args.batch_size, learning_rate=args.lr)
+    training = ProjectionTrainingArguments(model_type="dense", max_steps=args.steps, batch_size=args.batch_size,
+                                           head_lr=args.lr, temperature=args.temperature, show_progress_bar=False)
     runs: dict[str, list[dict]] = {"starbucks": [], "baseline": [], "separate": []}
     train_seconds: dict[str, float] = {name: 0.0 for name in runs}
     for seed in seeds:
@@ -155,8 +158,8 @@ def main(argv=None) -> int:
             scores = {}
             for loss, pair in trainings:
                 model.projection.load_state_dict(seed_head)
-                stats = train_pooled(model, features["train_queries"], features["train_documents"], loss=loss,
-                                     pair=pair, seed=seed, **common)
+                stats = train_pooled(model, features["train_queries"], features["train_documents"], layers,
+                                     training.replace(seed=seed).resolved(), loss=loss, pair=pair)
                 train_seconds[name] += stats["seconds"]
                 if name == "separate":
                     scores.update(evaluate([pair], strict=True))

@@ -1,6 +1,18 @@
 """hf-projections: better final projection heads for ColBERT and embedding models.
 
-Importing the package registers its configs and models with transformers' ``AutoConfig``/``AutoModel``.
+Importing the package registers its configs and models with transformers' ``AutoConfig``/``AutoModel`` and wires
+the integrations into the models' extension points (imported on first use).
+
+Layers, lowest first; a module imports only from its own layer or a lower one (``tests/test_layers.py`` checks)::
+
+    atomic, checks, version  standard-library helpers (atomic writes, argument checks)
+    heads                    pure PyTorch projection heads, registry, specs
+    modeling                 configs, models, backbone layers, MaxSim, head files
+    data, retrieval          BEIR sets and training pairs; encoded corpora, exact/ANN search
+    evaluation, training     metrics and BEIR evaluation; arguments, recipes, losses, caches, the loop, Trainer
+    integrations             sentence-transformers, PEFT, model cards and the Hub, checkpoint import
+    sweep                    grids of heads x seeds, tables, plots, cards
+    cli                      the ``hf-projections`` command
 """
 
 from hf_projections.heads import build_projection, describe, init_from_linear, list_projections, resolve_spec
@@ -10,14 +22,24 @@ from hf_projections.modeling import (
     DenseProjectionConfig,
     ProjectionConfig,
 )
+from hf_projections.modeling.extensions import register_extension
+from hf_projections.version import __version__
 
-__version__ = "0.1.0"
+for _name, _target in (
+    ("write_model_card", "hf_projections.integrations.model_card:write_model_card"),
+    ("push_to_hub", "hf_projections.integrations.model_card:push_to_hub"),
+    ("to_sentence_transformers", "hf_projections.integrations.sentence_transformers:to_sentence_transformers"),
+    ("from_sentence_transformers", "hf_projections.integrations.sentence_transformers:from_sentence_transformers"),
+    ("load_colbert_checkpoint", "hf_projections.integrations.checkpoints:load_colbert_checkpoint"),
+):
+    register_extension(_name, _target)
 
 __all__ = [
     "ColBERTModel",
     "DenseEmbeddingModel",
     "DenseProjectionConfig",
     "ProjectionConfig",
+    "__version__",
     "build_projection",
     "describe",
     "init_from_linear",

@@ -10,8 +10,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from hf_projections.evaluation import beir
-from hf_projections.evaluation.beir import (
+from hf_projections.data import beir_files as beir
+from hf_projections.data import (
     BeirFormatError,
     holdout_split,
     load_beir,

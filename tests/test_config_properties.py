@@ -340,13 +340,14 @@ def sweep_cases(draw):
         "dim": st.integers(1, 512),
         "query_max_length": st.integers(1, 512),
         "document_max_length": st.integers(1, 4096),
-        "lr": st.floats(1e-7, 1.0) | st.integers(1, 3),
-        "temperature": st.floats(1e-3, 10.0) | st.just(1),
+        "head_lr": st.none() | st.floats(1e-7, 1.0) | st.integers(1, 3),
+        "temperature": st.none() | st.floats(1e-3, 10.0) | st.just(1),
         "backbone_lr": st.none() | st.floats(1e-8, 1e-2),
+        "mode": st.sampled_from(["head", "top-1", "top-3"]),
         "validation_queries": st.integers(0, 200),
         "branch_init": st.sampled_from(["random", "zero"]),
-        "markers": st.booleans(),
-        "augment_queries": st.booleans(),
+        "markers": st.none() | st.booleans(),
+        "augment_queries": st.none() | st.booleans(),
         "max_eval_queries": st.none() | st.integers(1, 5000),
         "train_threads": st.none() | st.integers(1, 16),
         "heads": st.lists(st.sampled_from(PRESET_NAMES), unique=True, max_size=4).flatmap(
@@ -356,6 +357,8 @@ def sweep_cases(draw):
     for name in sorted(valid):
         if draw(st.booleans()):
             kwargs[name] = draw(valid[name])
+    if kwargs.get("backbone_lr") is not None and kwargs.get("mode", "head") == "head":
+        kwargs["mode"] = "top-2"  # head mode trains no backbone layer: a backbone_lr there is an error (tested below)
     if draw(st.integers(0, 4)) == 0:
         kwargs["eval_data"] = ()
         kwargs["validation_queries"] = draw(st.integers(1, 50))
@@ -377,17 +380,20 @@ def sweep_cases(draw):
         kwargs[name] = draw(BAD_COUNTS)
     elif name in ("max_eval_queries", "train_threads"):  # None is allowed here, nothing else that is not a count
         kwargs[name] = draw(BAD_COUNTS.filter(lambda v: v is not None))
-    elif name in ("lr", "temperature"):
-        kwargs[name] = draw(BAD_NUMBERS)
-    elif name == "backbone_lr":
+    elif name in ("head_lr", "temperature", "backbone_lr"):  # None is allowed (the recipe's)
         kwargs[name] = draw(BAD_NUMBERS.filter(lambda v: v is not None))
+        if name == "backbone_lr" and kwargs.get("mode", "head") == "head":
+            kwargs["mode"] = "top-2"
+    elif name == "mode":
+        kwargs[name] = draw(st.sampled_from(["full", "top-0", "bottom-2", "", None, 2]))
+        kwargs.pop("backbone_lr", None)
     elif name == "validation_queries":
         kwargs.pop("eval_data", None)
         kwargs[name] = draw(st.integers(-100, -1) | st.sampled_from([True, False, 1.5, "3", None, [3]]))
     elif name == "branch_init":
         kwargs[name] = draw(st.sampled_from(["ones", "Random", "zeros", "", None, 0, True]))
-    elif name in ("markers", "augment_queries"):
-        kwargs[name] = draw(BAD_BOOLS)
+    elif name in ("markers", "augment_queries"):  # None is allowed (the recipe's)
+        kwargs[name] = draw(BAD_BOOLS.filter(lambda v: v is not None))
     elif name == "heads":
         ok = list(kwargs.get("heads", ("linear", "ffn2-x2-res")))
         kwargs[name] = draw(st.sampled_from([
@@ -414,7 +420,10 @@ def test_generated_sweep_settings_build_or_fail_naming_the_field(case):
         assert getattr(built, name) == value, (name, getattr(built, name), value)
     assert built.trained_dims() == tuple(sorted(set(kwargs.get("matryoshka_dims") or ()) | {built.dim}))
     # The settings survive the JSON that a sweep folder keeps (lists come back as tuples through replace()).
-    assert SweepSettings().replace(**json.loads(json.dumps(built.to_dict()))) == built
+    assert SweepSettings.from_dict(json.loads(json.dumps(built.to_dict()))) == built
+    resolved = built.resolved()
+    assert all(getattr(resolved, name) is not None for name in ("head_lr", "temperature", "markers", "augment_queries"))
+    assert (resolved.backbone_lr is None) == (built.mode == "head")
 
 
 @pytest.mark.parametrize(("changes", "field"), [({"query_max_length": 3}, "query_max_length"),

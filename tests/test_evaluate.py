@@ -10,8 +10,8 @@ import ir_measures
 import pytest
 import torch
 
-from hf_projections.evaluation import beir
-from hf_projections.evaluation.beir import BeirDataset
+from hf_projections.data import beir_files as beir
+from hf_projections.data import BeirDataset
 from hf_projections.evaluation.evaluate import (
     evaluate_embeddings,
     evaluate_model,

@@ -26,9 +26,9 @@ from safetensors.torch import load_file, save_file
 
 from hf_projections import ColBERTModel
 from hf_projections.evaluation import load_beir, load_training_pairs
-from hf_projections.evaluation.beir import BeirFormatError
+from hf_projections.data import BeirFormatError
 from hf_projections.retrieval import EncodedCorpus, encode_corpus, maxsim_topk
-from hf_projections.training import build_feature_cache, last_complete_checkpoint, train
+from hf_projections.training import ProjectionTrainingArguments, build_feature_cache, last_complete_checkpoint, train
 from hf_projections.training.cache import FeatureCache
 
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
@@ -347,14 +347,14 @@ TRAIN_ROWS = {
 }
 TRAIN_SETTINGS = dict(projection="ffn2-x2-res", mode="full", max_steps=20, batch_size=4, dim=8, save_steps=2,
                       logging_steps=1, show_progress_bar=False, query_max_length=8, document_max_length=16, seed=0,
-                      lr=1e-3)
+                      backbone_lr=1e-3)
 TRAIN_SCRIPT = textwrap.dedent("""
     import json, sys, datasets, torch
-    from hf_projections.training import train
+    from hf_projections.training import ProjectionTrainingArguments, train
 
     torch.set_num_threads(1)
     output, backbone, rows, settings = sys.argv[1], sys.argv[2], json.loads(sys.argv[3]), json.loads(sys.argv[4])
-    train(backbone=backbone, data=datasets.Dataset.from_dict(rows), output_dir=output, **settings)
+    train(datasets.Dataset.from_dict(rows), ProjectionTrainingArguments(backbone=backbone, output_dir=output, **settings))
 """)
 
 
@@ -384,11 +384,12 @@ def test_sigkill_mid_training_then_resume_matches_uninterrupted_run(tiny_backbon
     assert 2 <= killed_at < TRAIN_SETTINGS["max_steps"], "the kill must land mid-run for this test to mean anything"
 
     # single-threaded like the child, so both runs do the same float operations
-    resumed = train(backbone=tiny_backbone, data=rows, output_dir=killed_dir, resume_from_checkpoint=True,
-                    **TRAIN_SETTINGS)
+    resumed = train(rows, ProjectionTrainingArguments(backbone=tiny_backbone, output_dir=killed_dir,
+                                                      resume_from_checkpoint=True, **TRAIN_SETTINGS))
     summary = json.loads((killed_dir / "train_summary.json").read_text())
     assert summary["resumed_from"] == checkpoint and summary["steps"] == TRAIN_SETTINGS["max_steps"]
-    straight = train(backbone=tiny_backbone, data=rows, output_dir=tmp_path / "straight", **TRAIN_SETTINGS)
+    straight = train(rows, ProjectionTrainingArguments(backbone=tiny_backbone, output_dir=tmp_path / "straight",
+                                                       **TRAIN_SETTINGS))
     expected = straight.state_dict()
     for name, tensor in resumed.state_dict().items():
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=1e-6, msg=name)
@@ -505,9 +506,11 @@ def test_training_pairs_with_bad_bytes_or_no_rows(tmp_path, monkeypatch):
 
 def test_empty_strings_and_duplicate_pairs_train(tiny_backbone, tmp_path):
     rows = datasets.Dataset.from_dict({"query": ["", "", "cat", "cat"], "positive": ["", "dog", "", "dog"]})
-    model = train(backbone=tiny_backbone, projection="linear", data=rows, mode="head", max_steps=2, batch_size=2, dim=8,
-                  output_dir=tmp_path / "run", cache_dir=tmp_path / "cache", show_progress_bar=False)
+    model = train(rows, ProjectionTrainingArguments(backbone=tiny_backbone, projection="linear", mode="head", max_steps=2,
+                                                    batch_size=2, dim=8, output_dir=tmp_path / "run",
+                                                    cache_dir=tmp_path / "cache", show_progress_bar=False))
     assert all(bool(torch.isfinite(p).all()) for p in model.parameters())
     with pytest.raises(ValueError, match="batch_size=2 is larger than the 0 training rows"):
-        train(backbone=tiny_backbone, data=datasets.Dataset.from_dict({"query": [], "positive": []}), mode="head",
-              batch_size=2, output_dir=tmp_path / "none", cache_dir=tmp_path / "cache", show_progress_bar=False)
+        train(datasets.Dataset.from_dict({"query": [], "positive": []}), ProjectionTrainingArguments(
+            backbone=tiny_backbone, mode="head", batch_size=2, output_dir=tmp_path / "none", cache_dir=tmp_path / "cache",
+            show_progress_bar=False))

@@ -119,7 +119,7 @@ def test_push_to_hub_uploads_a_self_sufficient_folder(colbert, tmp_path, monkeyp
             "configuration_hf_projections.py", "registry.py"} <= set(files)
     assert not any(name.endswith((".bin", ".pt", ".pkl")) for name in files)
     config = json.loads(files["config.json"])
-    assert config["auto_map"]["AutoModel"] == "modeling_hf_projections.ColBERTModel"
+    assert config["auto_map"]["AutoModel"] == "modeling_colbert.ColBERTModel"
     card_text = files["README.md"].decode()
     assert "library_name: transformers" in card_text and "- colbert" in card_text
     assert 'AutoModel.from_pretrained("me/tiny-colbert", trust_remote_code=True)' in card_text

@@ -52,13 +52,13 @@ def test_saved_folder_is_safetensors_with_code_and_auto_map(tiny_backbone, tmp_p
     _colbert(tiny_backbone).save_pretrained(tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
     assert "model.safetensors" in names and not any(n.endswith((".bin", ".pt", ".pkl")) for n in names)
-    assert {"configuration_hf_projections.py", "modeling_hf_projections.py", "registry.py"} <= names
+    assert {"configuration_hf_projections.py", "modeling_hf_projections.py", "modeling_colbert.py", "registry.py"} <= names
     assert {"tokenizer_config.json", "vocab.txt"} & names
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["model_type"] == "hf_projections_colbert"
     assert config["auto_map"] == {
         "AutoConfig": "configuration_hf_projections.ProjectionConfig",
-        "AutoModel": "modeling_hf_projections.ColBERTModel",
+        "AutoModel": "modeling_colbert.ColBERTModel",
     }
     assert not any(p.name.startswith(".saving-") for p in tmp_path.parent.iterdir())
 

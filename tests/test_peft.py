@@ -11,14 +11,8 @@ from peft import PeftModel
 from transformers import TrainingArguments
 
 from hf_projections import ColBERTModel
-from hf_projections.integrations.peft import (
-    HEAD_CONFIG_NAME,
-    apply_lora,
-    default_target_modules,
-    head_module,
-    load_head,
-    save_head,
-)
+from hf_projections.integrations.peft import apply_lora, default_target_modules
+from hf_projections.modeling.head_files import HEAD_CONFIG_NAME, head_module, load_head, save_head
 from hf_projections.training import ProjectionTrainer
 
 TEXTS = ["the cat gene", "dog", "cancer risk of the drug"]

@@ -11,11 +11,11 @@ from transformers import AutoModel
 
 from hf_projections import ColBERTModel, DenseEmbeddingModel
 from hf_projections.evaluation import BeirDataset, evaluate_model
-from hf_projections.training import train
+from hf_projections.training import ProjectionTrainingArguments, train
 from hf_projections.training.cached_training import build_cached_pairs, train_from_cache
 from hf_projections.training.losses import ContrastiveLoss, ProjectionLoss
+from hf_projections.training.nested_losses import StarbucksLoss
 from hf_projections.training.starbucks import (
-    StarbucksLoss,
     encode_pooled,
     pooled_layer_features,
     train_pooled,
@@ -139,7 +139,7 @@ def test_starbucks_loss_checks_its_inputs():
         StarbucksLoss()(q[1], q[1])
     with pytest.raises(ValueError, match="2 weights for 1"):
         StarbucksLoss(weights=[1, 1])(q[:1], q[:1])
-    with pytest.raises(ValueError, match="kl_weight must be a non-negative number"):
+    with pytest.raises(ValueError, match="kl_weight must be a finite number >= 0"):
         StarbucksLoss(kl_weight=-1)
     # One pair: the plain loss; the KL of the full pair with itself is never added.
     assert torch.allclose(StarbucksLoss(ContrastiveLoss())(q[1:], q[1:]), ContrastiveLoss()(q[1], q[1]))
@@ -171,18 +171,19 @@ def test_pooled_starbucks_training_lowers_the_loss_of_every_pair(tiny_backbone):
                     for layer, dim in PAIRS]
 
     before = per_pair()
-    stats = train_pooled(model, queries, documents, [1, 2], loss=loss, steps=60, batch_size=8, learning_rate=1e-2)
+    args = ProjectionTrainingArguments(model_type="dense", max_steps=60, batch_size=8, head_lr=1e-2).resolved()
+    stats = train_pooled(model, queries, documents, [1, 2], args, loss=loss)
     after = per_pair()
     assert stats["steps"] == 60 and all(a < b for a, b in zip(after, before)), (before, after)
     with pytest.raises(ValueError, match="need layers \\[1\\]"):
-        train_pooled(model, queries[:, 1:], documents[:, 1:], [2], loss=loss, steps=1, batch_size=8)
+        train_pooled(model, queries[:, 1:], documents[:, 1:], [2], args.replace(max_steps=1), loss=loss)
 
 
 def test_train_api_runs_starbucks_through_the_trainer(tiny_backbone, tmp_path):
     rows = datasets.Dataset.from_dict({"query": QUERIES, "positive": DOCS})
-    model = train(backbone=tiny_backbone, projection="linear", data=rows, mode="full", model_type="dense", dim=8,
-                  starbucks_pairs=[[1, 4]], max_steps=2, batch_size=4, save_steps=None, output_dir=tmp_path / "t",
-                  show_progress_bar=False)
+    model = train(rows, ProjectionTrainingArguments(
+        backbone=tiny_backbone, projection="linear", mode="full", model_type="dense", dim=8, starbucks_pairs=[[1, 4]],
+        max_steps=2, batch_size=4, save_steps=None, output_dir=str(tmp_path / "t"), show_progress_bar=False))
     assert model.config.starbucks_pairs == [[1, 4], [2, 8]]
     assert AutoModel.from_pretrained(tmp_path / "t").trained_pairs() == [(1, 4), (2, 8)]
     logged = [json.loads(line) for line in (tmp_path / "t" / "training_log.jsonl").read_text().splitlines()]
@@ -198,15 +199,16 @@ def test_train_api_rejects_bad_starbucks_combinations(tiny_backbone, tmp_path, k
     rows = datasets.Dataset.from_dict({"query": QUERIES, "positive": DOCS})
     options = {"model_type": "dense", **kwargs}
     with pytest.raises(ValueError, match=message):
-        train(backbone=tiny_backbone, data=rows, mode="head", dim=8, starbucks_pairs=[[1, 4]], max_steps=1,
-              batch_size=4, output_dir=tmp_path / "x", **options)
+        train(rows, ProjectionTrainingArguments(backbone=tiny_backbone, mode="head", dim=8, starbucks_pairs=[[1, 4]],
+                                                max_steps=1, batch_size=4, output_dir=str(tmp_path / "x"), **options))
 
 
 def test_cached_token_training_refuses_the_starbucks_loss(tiny_backbone, tmp_path):
     model = _model(tiny_backbone)
     data = build_cached_pairs(model, [{"query": q, "positive": d} for q, d in zip(QUERIES, DOCS)], cache_dir=tmp_path)
     with pytest.raises(ValueError, match="cached last-layer features cannot give"):
-        train_from_cache(model, data, loss=StarbucksLoss(), max_steps=1, batch_size=4)
+        train_from_cache(model, data, ProjectionTrainingArguments(max_steps=1, batch_size=4).resolved(),
+                         loss=StarbucksLoss())
 
 
 def test_evaluate_model_at_a_pair(tiny_backbone):

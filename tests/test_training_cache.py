@@ -11,16 +11,16 @@ import torch
 from torch import nn
 
 from hf_projections import ColBERTModel, DenseEmbeddingModel
+from hf_projections.modeling.backbone import check_layerwise_backbone, hidden_states_at, run_layers
 from hf_projections.training import (
     ProjectionCollator,
+    ProjectionTrainingArguments,
     build_cached_pairs,
     build_feature_cache,
     encode_from_cache,
     set_trainable,
     train_from_cache,
 )
-from hf_projections.training import cache as cache_module
-from hf_projections.training.cache import backbone_states, check_layerwise_backbone, run_layers
 from hf_projections.training.cached_training import cached_loss
 from hf_projections.training.losses import ContrastiveLoss
 from hf_projections.training.modes import eval_frozen_modules
@@ -81,8 +81,25 @@ def test_layerwise_backbone_matches_full_forward(tiny_backbone):
     mask = inputs["attention_mask"].bool()
     full = model.backbone(**inputs).last_hidden_state
     for layer in (0, 1, 2):
-        finished = run_layers(model.backbone, backbone_states(model.backbone, inputs, layer), mask, layer)
+        finished = run_layers(model.backbone, hidden_states_at(model.backbone, inputs, [layer])[0], mask, layer)
         torch.testing.assert_close(finished[mask], full[mask], atol=1e-6, rtol=0)
+
+
+def test_hidden_states_at_are_transformers_hidden_states_and_stop_early(tiny_backbone):
+    model = make(DenseEmbeddingModel, tiny_backbone).eval()
+    inputs = dict(model.tokenize(TEXTS, is_query=False))
+    reference = model.backbone(**inputs, output_hidden_states=True).hidden_states  # embeddings, layer 1, layer 2
+    states = model.hidden_states_at(**inputs, layers=[2, 0, 1, 0])
+    for state, layer in zip(states, [2, 0, 1, 0]):
+        torch.testing.assert_close(state, reference[layer], atol=0, rtol=0)
+    ran = []
+    handles = [block.register_forward_hook(lambda *_, i=i: ran.append(i)) for i, block in enumerate(model.backbone.encoder.layer)]
+    torch.testing.assert_close(model.hidden_states_at(**inputs, layers=1), reference[1], atol=0, rtol=0)
+    assert ran == [0]  # block 2 never ran
+    for handle in handles:
+        handle.remove()
+    with pytest.raises(ValueError, match=r"0\.\.2"):
+        model.hidden_states_at(**inputs, layers=3)
 
 
 def count_backbone_calls(model):
@@ -138,7 +155,7 @@ def test_cache_is_reused_and_invalidated(tiny_backbone, tmp_path):
 def test_killed_build_leaves_no_cache(tiny_backbone, tmp_path, monkeypatch):
     model = make(ColBERTModel, tiny_backbone)
     calls = {"n": 0}
-    real = cache_module.backbone_states
+    real = model.hidden_states_at
 
     def dies_on_second_batch(*args, **kwargs):
         calls["n"] += 1
@@ -146,11 +163,11 @@ def test_killed_build_leaves_no_cache(tiny_backbone, tmp_path, monkeypatch):
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(cache_module, "backbone_states", dies_on_second_batch)
+    monkeypatch.setattr(model, "hidden_states_at", dies_on_second_batch)
     with pytest.raises(KeyboardInterrupt):
         build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, batch_size=1)
     assert os.listdir(tmp_path) == []
-    monkeypatch.setattr(cache_module, "backbone_states", real)
+    monkeypatch.setattr(model, "hidden_states_at", real)
     built = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, batch_size=1)
     meta = json.loads((built.path / "meta.json").read_text())
     assert meta["n_tokens"] == int(built.lengths.sum()) and meta["description"]["texts"]
@@ -179,8 +196,9 @@ def test_train_from_cache_learns_and_logs(tiny_backbone, tmp_path):
     with torch.no_grad():
         before = cached_loss(model, data.collate(range(4)), loss, None).item()
     backbone_before = {n: p.detach().clone() for n, p in model.backbone.named_parameters()}
-    stats = train_from_cache(model, data, mode="head", max_steps=40, batch_size=4, learning_rate=1e-2,
-                             log_path=tmp_path / "log.jsonl", logging_steps=10, show_progress_bar=False)
+    args = ProjectionTrainingArguments(max_steps=40, batch_size=4, head_lr=1e-2, logging_steps=10,
+                                       show_progress_bar=False).resolved()
+    stats = train_from_cache(model, data, args, loss=loss, log_path=tmp_path / "log.jsonl")
     with torch.no_grad():
         after = cached_loss(model, data.collate(range(4)), loss, None).item()
     assert stats["steps"] == 40 and stats["samples"] == 160
@@ -188,8 +206,9 @@ def test_train_from_cache_learns_and_logs(tiny_backbone, tmp_path):
     assert all(torch.equal(p, backbone_before[n]) for n, p in model.backbone.named_parameters())
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [10, 20, 30, 40] and "lr_head" in lines[0]
+    assert stats["learning_rates"] == {"head": 1e-2}
     with pytest.raises(ValueError, match="layer"):
-        train_from_cache(model, data, mode="top-1", max_steps=1, batch_size=4)
+        train_from_cache(model, data, args.replace(mode="top-1", backbone_lr=1e-4))
 
 
 def test_unsupported_backbone_has_clear_error():

@@ -11,14 +11,13 @@ import torch.nn.functional as F
 from hf_projections.training.losses import (
     ContrastiveLoss,
     DistillationLoss,
-    MatryoshkaLoss,
     all_pairs_scores,
-    build_loss,
     contrastive_loss,
     distillation_loss,
     group_scores,
     truncate_embeddings,
 )
+from hf_projections.training.nested_losses import MatryoshkaLoss, build_loss
 
 # Two queries (2 tokens, dim 2; query 1 has one zero padding row) and two documents; document 1's second
 # row is padding filled with garbage that would win the max if the mask were ignored.
@@ -42,8 +41,12 @@ def test_contrastive_in_batch_by_hand():
     row0 = math.log(1 + math.exp(1.4 - 2.0))
     row1 = math.log(1 + math.exp(1.0 - 0.6))
     expected = (row0 + row1) / 2
-    loss = ContrastiveLoss()(QUERIES, DOCUMENTS, DOC_MASK)
+    loss = ContrastiveLoss(temperature=1.0)(QUERIES, DOCUMENTS, DOC_MASK)
     assert loss.item() == pytest.approx(expected, abs=1e-6)
+    # the default on MaxSim sums is the measured recipe's temperature, not ColBERT's 1
+    default = ContrastiveLoss()(QUERIES, DOCUMENTS, DOC_MASK)
+    expected_default = (math.log(1 + math.exp((1.4 - 2.0) / 0.25)) + math.log(1 + math.exp((1.0 - 0.6) / 0.25))) / 2
+    assert default.item() == pytest.approx(expected_default, abs=1e-6)
     # temperature divides the scores
     loss_t = ContrastiveLoss(temperature=0.5)(QUERIES, DOCUMENTS, DOC_MASK)
     expected_t = (math.log(1 + math.exp((1.4 - 2.0) / 0.5)) + math.log(1 + math.exp((1.0 - 0.6) / 0.5))) / 2
@@ -58,11 +61,11 @@ def test_contrastive_with_hard_negatives_targets_group_starts():
     mask[1, 3:] = False
     scores = all_pairs_scores(queries, documents, mask)
     expected = F.cross_entropy(scores, torch.tensor([0, 2, 4]))
-    assert ContrastiveLoss()(queries, documents, mask).item() == pytest.approx(expected.item(), abs=1e-6)
+    assert ContrastiveLoss(temperature=1.0)(queries, documents, mask).item() == pytest.approx(expected.item(), abs=1e-6)
     # group scores are the diagonal blocks of the all-pairs matrix
     groups = group_scores(queries, documents, mask)
     torch.testing.assert_close(groups, torch.stack([scores[b, 2 * b : 2 * b + 2] for b in range(3)]))
-    only_own = ContrastiveLoss(in_batch_negatives=False)(queries, documents, mask)
+    only_own = ContrastiveLoss(temperature=1.0, in_batch_negatives=False)(queries, documents, mask)
     assert only_own.item() == pytest.approx(F.cross_entropy(groups, torch.zeros(3, dtype=torch.long)).item(), abs=1e-6)
 
 

@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModel
 
 from hf_projections import ColBERTModel, DenseEmbeddingModel
-from hf_projections.training import mine_hard_negatives, train
+from hf_projections.training import ProjectionTrainingArguments, mine_hard_negatives, train
 
 PAIRS = {
     "query_id": ["q1", "q1", "q2", "q3"],
@@ -59,13 +59,13 @@ def test_model_mining_and_default_corpus(tiny_backbone):
 
 def test_train_head_mode_uses_cache_and_saves(tiny_backbone, tmp_path):
     rows = datasets.Dataset.from_dict({k: PAIRS[k] * 2 for k in PAIRS})
-    model = train(
-        backbone=tiny_backbone, projection="ffn2-x2-res", data=rows, mode="head", max_steps=4, batch_size=4, dim=8,
+    model = train(rows, ProjectionTrainingArguments(
+        backbone=tiny_backbone, projection="ffn2-x2-res", mode="head", max_steps=4, batch_size=4, dim=8,
         output_dir=tmp_path / "run", logging_steps=2, cache_dir=tmp_path / "cache", num_negatives=1,
         show_progress_bar=False, query_max_length=8, document_max_length=16,
-    )
+    ))
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
-    assert summary["cached"] and summary["mode"] == "head" and summary["steps"] == 4
+    assert summary["cached"] and summary["arguments"]["mode"] == "head" and summary["steps"] == 4
     assert summary["samples_per_second"] > 0
     log = [json.loads(line) for line in (tmp_path / "run" / "training_log.jsonl").read_text().splitlines()]
     assert [entry["step"] for entry in log] == [2, 4]
@@ -77,20 +77,20 @@ def test_train_head_mode_uses_cache_and_saves(tiny_backbone, tmp_path):
 
 def test_train_top_k_dense_through_trainer(tiny_backbone, tmp_path):
     rows = datasets.Dataset.from_dict({k: PAIRS[k] * 2 for k in PAIRS})
-    model = train(
-        backbone=tiny_backbone, projection="linear", data=rows, mode="top-1", max_steps=2, batch_size=4, dim=8,
+    model = train(rows, ProjectionTrainingArguments(
+        backbone=tiny_backbone, projection="linear", mode="top-1", max_steps=2, batch_size=4, dim=8,
         model_type="dense", output_dir=tmp_path / "run", logging_steps=1, save_steps=1, show_progress_bar=False,
-    )
+    ))
     assert isinstance(model, DenseEmbeddingModel)
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert not summary["cached"] and summary["steps"] == 2
     assert (tmp_path / "run" / "checkpoint-2" / "model.safetensors").exists()
     # resume=True picks up the last complete checkpoint: nothing left to do, same weights
-    again = train(
-        backbone=tiny_backbone, projection="linear", data=rows, mode="top-1", max_steps=2, batch_size=4, dim=8,
+    again = train(rows, ProjectionTrainingArguments(
+        backbone=tiny_backbone, projection="linear", mode="top-1", max_steps=2, batch_size=4, dim=8,
         model_type="dense", output_dir=tmp_path / "run", save_steps=1, show_progress_bar=False,
         resume_from_checkpoint=True,
-    )
+    ))
     for name, tensor in again.state_dict().items():
         torch.testing.assert_close(tensor, model.state_dict()[name])
 
@@ -98,10 +98,13 @@ def test_train_top_k_dense_through_trainer(tiny_backbone, tmp_path):
 def test_train_rejects_bad_settings(tiny_backbone, tmp_path):
     rows = datasets.Dataset.from_dict(PAIRS)
     with pytest.raises(ValueError, match="'full', 'head' or 'top-K'"):
-        train(backbone=tiny_backbone, data=rows, mode="bottom-2", output_dir=tmp_path)
+        ProjectionTrainingArguments(backbone=tiny_backbone, mode="bottom-2", output_dir=tmp_path)
     with pytest.raises(ValueError, match="use_cache=True needs mode"):
-        train(backbone=tiny_backbone, data=rows, mode="full", use_cache=True, output_dir=tmp_path)
+        ProjectionTrainingArguments(backbone=tiny_backbone, mode="full", use_cache=True, output_dir=tmp_path)
     with pytest.raises(ValueError, match="model_type"):
-        train(backbone=tiny_backbone, data=rows, model_type="sparse", output_dir=tmp_path)
+        ProjectionTrainingArguments(backbone=tiny_backbone, model_type="sparse", output_dir=tmp_path)
+    with pytest.raises(ValueError, match="mode 'head' trains no backbone layer"):
+        ProjectionTrainingArguments(backbone=tiny_backbone, mode="head", backbone_lr=1e-4)
     with pytest.raises(ValueError, match="batch_size=32 is larger"):
-        train(backbone=tiny_backbone, data=rows, mode="head", output_dir=tmp_path, cache_dir=tmp_path / "c")
+        train(rows, ProjectionTrainingArguments(backbone=tiny_backbone, mode="head", output_dir=tmp_path,
+                                                cache_dir=tmp_path / "c"))

@@ -1,6 +1,6 @@
-"""BEIR loading, retrieval metrics and model evaluation."""
+"""Retrieval metrics and model evaluation on BEIR data (the data itself: ``hf_projections.data``)."""
 
-from hf_projections.evaluation.beir import (
+from hf_projections.data import (
     BeirDataset,
     BeirFormatError,
     holdout_split,

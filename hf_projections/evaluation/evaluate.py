@@ -7,17 +7,16 @@ an independent check can feed a model's outputs straight in.
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import torch
 
-from hf_projections.evaluation.beir import BeirDataset, load_beir
+from hf_projections.data import BeirDataset, load_beir
+from hf_projections.atomic import atomic_write_json
 from hf_projections.evaluation.metrics import DEFAULT_METRICS, compute_metrics, parse_metric
 from hf_projections.retrieval.search import maxsim_topk
 from hf_projections.retrieval.store import EncodedCorpus, encode_corpus, model_fingerprint
@@ -232,7 +231,7 @@ def machine_info() -> dict:
         usable_cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         usable_cpus = os.cpu_count()
-    from hf_projections import __version__
+    from hf_projections.version import __version__
 
     return {
         "platform": platform.platform(),
@@ -281,41 +280,40 @@ def write_json(path: str | os.PathLike, results: dict | Sequence[dict], **extra)
 
     Runs (``"run"`` keys) are left out to keep the report small.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "results": [{key: value for key, value in result.items() if key != "run"} for result in _as_list(results)],
         "machine": machine_info(),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         **extra,
     }
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            json.dump(payload, stream, indent=2, sort_keys=False)
-            stream.write("\n")
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write_json(path, payload)
 
 
 # --------------------------------------------------------------------------- CLI entry
 
 
 def load_model(model_path: str | os.PathLike):
-    """Load a saved hf-projections model (ColBERT or dense) from a folder or Hub name."""
+    """Load a saved hf-projections model (ColBERT or dense) from a folder or Hub id.
+
+    Raises ``FileNotFoundError`` when there is no such folder (or the Hub cannot give it) and ``ValueError`` when the
+    folder holds another kind of model (a plain encoder, say), each naming the path and what is expected.
+    """
     from transformers import AutoModel
 
-    import hf_projections  # noqa: F401  (registers the model classes with AutoModel)
+    from hf_projections.modeling import ProjectionPreTrainedModel
+    from hf_projections.modeling.sources import load_model_config
 
-    model = AutoModel.from_pretrained(str(model_path))
-    if not (hasattr(model, "encode_queries") and hasattr(model, "encode_documents")):
-        raise TypeError(
-            f"{model_path} loaded as {type(model).__name__}, which has no encode_queries/encode_documents; "
-            "pass a model saved by hf-projections (ColBERTModel or DenseEmbeddingModel)"
+    name = os.fspath(model_path)
+    expected = "a model saved by hf-projections (save_pretrained, or the folder of `hf-projections train --output`)"
+    config = load_model_config(name, expected)
+    if not config.model_type.startswith("hf_projections"):
+        raise ValueError(
+            f"{name!r} holds a {config.model_type!r} model, not an hf-projections one: expected {expected}; to turn an "
+            f"encoder into one, train a head on it first (hf-projections train --backbone {name} --data NAME --output DIR)"
         )
+    model = AutoModel.from_pretrained(name)
+    if not isinstance(model, ProjectionPreTrainedModel):
+        raise ValueError(f"{name!r} loaded as {type(model).__name__}: expected {expected}")
     return model
 
 

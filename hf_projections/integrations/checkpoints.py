@@ -36,14 +36,8 @@ import torch
 from safetensors import safe_open
 from transformers import AutoModel, AutoTokenizer
 
-from hf_projections.heads import build_projection, init_from_linear, resolve_spec
-from hf_projections.heads.base import ResidualHead
-from hf_projections.heads.linear import LinearProjection
-from hf_projections.integrations.sentence_transformers import (
-    assemble_model,
-    from_sentence_transformers,
-    load_sentence_transformers,
-)
+from hf_projections.integrations.sentence_transformers import from_sentence_transformers, load_sentence_transformers
+from hf_projections.modeling import ColBERTModel
 
 logger = logging.getLogger(__name__)
 
@@ -104,8 +98,6 @@ def load_colbert_checkpoint(path: str | os.PathLike, *, layout: str | None = Non
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
     if layout == "hf-projections":
-        from hf_projections.modeling import ColBERTModel
-
         return ColBERTModel.from_pretrained(folder)
     if layout == "stanford":
         return _load_stanford(folder, strict=strict, backbone_name=str(path))
@@ -114,51 +106,9 @@ def load_colbert_checkpoint(path: str | os.PathLike, *, layout: str | None = Non
 
 
 def upgrade_projection(model, projection: str | dict = "ffn2-x2-res"):
-    """Replace a model's ``linear`` head by ``projection``, initialised to compute the same map (in place).
-
-    The new head must be residual (e.g. ``ffn2-x2-res``, ``glu-x2-res``): its learned shortcut takes the old weight
-    and its branch starts at exactly zero (``init_from_linear``), so scores are unchanged at step 0 and training
-    only adds to the old projection. A non-zero old bias turns on ``bias`` in the new spec (the branch's last
-    layer holds it); when the widths are equal the shortcut is made a learned ``Linear`` (an identity shortcut
-    could not hold the old weight). ``config.projection`` is updated, so ``save_pretrained`` records the new head.
-
-    Returns:
-        ``model``.
-    """
-    head = model.projection
-    if not isinstance(head, LinearProjection):
-        raise ValueError(
-            f"upgrade_projection needs a model with a 'linear' head, got {describe_type(head)!r}; "
-            "import a checkpoint with load_colbert_checkpoint first"
-        )
-    weight = head.linear.weight.detach()
-    bias = head.linear.bias.detach() if head.linear.bias is not None else None
-    spec = resolve_spec(projection)
-    if not spec.get("residual", False):
-        raise ValueError(
-            f"upgrade_projection needs a residual head (residual=true, e.g. 'ffn2-x2-res') to start from the old "
-            f"linear map; got {spec['type']!r} with residual={spec.get('residual')!r}"
-        )
-    if bias is not None and bool((bias != 0).any()) and "bias" in spec and not spec["bias"]:
-        spec = resolve_spec({**spec, "bias": True})
-    if head.d_in == head.d_out and spec.get("shortcut") in ("auto", "identity"):
-        spec = resolve_spec({**spec, "shortcut": "linear"})
-    new_head = build_projection(spec, head.d_in, head.d_out).to(device=weight.device, dtype=weight.dtype)
-    if not isinstance(new_head, ResidualHead):
-        raise ValueError(f"projection type {spec['type']!r} cannot start from a linear map")
-    init_from_linear(new_head, weight, bias)
-    new_head.train(head.training)
-    model.projection = new_head
-    model.config.projection = new_head.spec
-    return model
-
-
-def describe_type(head) -> str:
-    spec = getattr(head, "spec", None)
-    return spec["type"] if isinstance(spec, dict) else type(head).__name__
-
-
-# --------------------------------------------------------------------------- Stanford-NLP ColBERT
+    """``model.upgrade_projection(projection)``: swap a ``linear`` head for a residual head computing the same map
+    at step 0 (see ``ProjectionPreTrainedModel.upgrade_projection``); returns ``model``."""
+    return model.upgrade_projection(projection)
 
 
 def _load_stanford(folder: Path, *, strict: bool, backbone_name: str):
@@ -192,7 +142,8 @@ def _load_stanford(folder: Path, *, strict: bool, backbone_name: str):
         "document_marker": metadata.get("doc_token_id") or "[unused1]",
         "augment_queries": True,
     }
-    return assemble_model("colbert", backbone, tokenizer, config, {"linear.weight": weight}, backbone_name=backbone_name)
+    return ColBERTModel.from_parts(backbone, tokenizer, head_state={"linear.weight": weight}, backbone_name=backbone_name,
+                                  **config).eval()
 
 
 def _safetensors_files(folder: Path) -> list[Path]:

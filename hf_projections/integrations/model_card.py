@@ -29,7 +29,7 @@ from typing import Any
 from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 from hf_projections.heads import PRESETS, describe, resolve_spec
-from hf_projections.io import atomic_write_text
+from hf_projections.atomic import atomic_write_text
 
 TEMPLATE_NAME = "model_card_template.md"
 TAGS = ("hf-projections", "sentence-transformers", "feature-extraction")
@@ -114,7 +114,7 @@ def build_model_card(model, training: dict | None = None, evaluation: dict | Non
     model_id = model_id or f"your-username/{_slug(cfg.backbone_name)}-{head_name}"
     backbone = f"[{base_model}](https://huggingface.co/{base_model})" if base_model else f"`{cfg.backbone_name or 'unknown'}`"
     kind = "multi-vector (ColBERT, late interaction)" if multi_vector else "single-vector (pooled) embedding"
-    from hf_projections import __version__
+    from hf_projections.version import __version__
 
     return ModelCard.from_template(
         card_data,
@@ -178,7 +178,7 @@ def push_to_hub(model, repo_id: str, *, training: dict | None = None, evaluation
     """
     if not isinstance(repo_id, str) or not repo_id.strip():
         raise ValueError(f"repo_id must be a non-empty 'user/name' string, got {repo_id!r}")
-    from hf_projections import __version__
+    from hf_projections.version import __version__
 
     api = HfApi(library_name="hf-projections", library_version=__version__)
     repo = api.create_repo(repo_id, private=private, token=token, exist_ok=True)

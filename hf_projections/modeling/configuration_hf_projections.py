@@ -1,7 +1,7 @@
 """Configuration classes for hf-projections models.
 
 This file is also copied into saved checkpoints (for ``trust_remote_code=True`` loading where the package
-is not installed), so it imports only torch/transformers and the flat-copyable ``heads`` modules.
+is not installed), so it imports only transformers and flat-copyable modules (``heads``, ``checks``).
 """
 
 from __future__ import annotations
@@ -11,17 +11,13 @@ from typing import Any
 from transformers import AutoConfig, PretrainedConfig
 
 try:  # installed package
+    from hf_projections.checks import positive_int
     from hf_projections.heads.registry import resolve_spec
 except ImportError:  # self-contained checkpoint folder (trust_remote_code)
+    from .checks import positive_int
     from .registry import resolve_spec
 
 POOLING_MODES = ("mean", "cls")
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _check_matryoshka_dims(dims: Any, dim: int) -> list[int]:
@@ -31,7 +27,7 @@ def _check_matryoshka_dims(dims: Any, dim: int) -> list[int]:
             f"matryoshka_dims must be a non-empty list of positive ints (each <= dim) or None, got {dims!r}"
         )
     for index, value in enumerate(dims):
-        _positive_int(f"matryoshka_dims[{index}]", value)
+        positive_int(f"matryoshka_dims[{index}]", value)
     if max(dims) > dim:
         raise ValueError(f"matryoshka_dims must be <= dim={dim}, got {list(dims)}")
     return sorted(set(dims))
@@ -92,9 +88,9 @@ class ProjectionConfig(PretrainedConfig):
             )
         if pooling not in POOLING_MODES:
             raise ValueError(f"pooling must be one of {', '.join(POOLING_MODES)}, got {pooling!r}")
-        _positive_int("dim", dim)
-        _positive_int("query_max_length", query_max_length)
-        _positive_int("document_max_length", document_max_length)
+        positive_int("dim", dim)
+        positive_int("query_max_length", query_max_length)
+        positive_int("document_max_length", document_max_length)
         if not isinstance(augment_queries, bool):
             raise TypeError(f"augment_queries must be a bool, got {augment_queries!r}")
         for name, marker in (("query_marker", query_marker), ("document_marker", document_marker)):

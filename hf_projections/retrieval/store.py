@@ -11,7 +11,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
+
+from hf_projections.atomic import atomic_write
 
 logger = logging.getLogger(__name__)
 
@@ -113,8 +114,6 @@ class EncodedCorpus:
 
         The write is atomic: a temp file in the same folder, then ``os.replace``.
         """
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
         header = {
             **{f"meta.{key}": str(value) for key, value in self.metadata.items()},
             "format": FORMAT_NAME,
@@ -122,15 +121,8 @@ class EncodedCorpus:
             "ids": json.dumps(self.ids),
             "is_dense": json.dumps(self.is_dense),
         }
-        handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
-            save_file({"embeddings": self.embeddings.contiguous(), "offsets": self.offsets.contiguous()}, temp_name, header)
-            os.replace(temp_name, path)
-        except BaseException:
-            Path(temp_name).unlink(missing_ok=True)
-            raise
-        return path
+        tensors = {"embeddings": self.embeddings.contiguous(), "offsets": self.offsets.contiguous()}
+        return atomic_write(path, lambda temp: save_file(tensors, temp, header))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> EncodedCorpus:

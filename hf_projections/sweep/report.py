@@ -10,7 +10,7 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-from hf_projections.io import atomic_write, atomic_write_json, atomic_write_text
+from hf_projections.atomic import atomic_write, atomic_write_json, atomic_write_text
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -175,7 +175,7 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
     seeds = ", ".join(str(s) for s in settings.seeds)
     budget = (
         f"mode `{settings.mode}`, train `{settings.train_data}` ({settings.max_pairs or 'all'} pairs), "
-        f"{settings.steps} steps x batch {settings.batch_size}, lr {settings.lr}{_backbone_lr(settings)}, "
+        f"{settings.steps} steps x batch {settings.batch_size}, head lr {settings.head_lr}{_backbone_lr(settings)}, "
         f"temperature {settings.temperature}, "
         f"query/document length {settings.query_max_length}/{settings.document_max_length}, "
         f"{_tokenisation(settings)}, "
@@ -193,7 +193,7 @@ def _backbone_lr(settings) -> str:
     """``", backbone lr 5e-05"`` in top-K modes (where backbone layers train), else nothing."""
     if getattr(settings, "mode", "head") == "head":
         return ""
-    return f", backbone lr {getattr(settings, 'backbone_lr', None) or settings.lr}"
+    return f", backbone lr {settings.backbone_lr}"
 
 
 def _validation(settings) -> str:
@@ -241,7 +241,7 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
 
 A `{record['head']}` projection head ({record['params']:,} parameters, {record['macs_per_token']:,} MACs per token)
 trained on cached `{settings.backbone}` features (mode `{settings.mode}`) with seed {record['seed']}:
-{settings.steps} steps x batch {settings.batch_size} of `{settings.train_data}` pairs, lr {settings.lr}{_backbone_lr(settings)},
+{settings.steps} steps x batch {settings.batch_size} of `{settings.train_data}` pairs, head lr {settings.head_lr}{_backbone_lr(settings)},
 temperature {settings.temperature}, in-batch negatives; {_tokenisation(settings)}. Final training loss
 {record['final_loss']:.4f}.
 
@@ -255,7 +255,7 @@ temperature {settings.temperature}, in-batch negatives; {_tokenisation(settings)
 
 ```python
 from hf_projections import ColBERTModel
-from hf_projections.integrations.peft import load_head
+from hf_projections.modeling import load_head
 
 model = ColBERTModel.from_backbone("{settings.backbone}", projection="{record['head']}", dim={settings.dim}{dims_argument})
 load_head(model, "head")  # this folder's head/ (safetensors + spec)

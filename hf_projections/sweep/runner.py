@@ -14,18 +14,20 @@ from pathlib import Path
 
 import torch
 
-from hf_projections.evaluation import evaluate_embeddings, load_beir, load_training_pairs, machine_info
-from hf_projections.evaluation.beir import holdout_split, pairs_to_beir
+from hf_projections.data import holdout_split, load_beir, load_training_pairs, pairs_to_beir
+from hf_projections.evaluation import evaluate_embeddings, machine_info
 from hf_projections.heads import build_projection, describe, init_from_linear, resolve_spec
 from hf_projections.heads.base import ResidualHead
-from hf_projections.integrations.peft import load_head, save_head
-from hf_projections.io import atomic_write_json
-from hf_projections.modeling import ColBERTModel
+from hf_projections.atomic import atomic_write_json
+from hf_projections.modeling import ColBERTModel, load_head, save_head
 from hf_projections.sweep.report import write_report, write_run_card
 from hf_projections.sweep.settings import SweepSettings
-from hf_projections.training.cache import build_feature_cache, encode_from_cache
+from hf_projections.training.api import build_model
+from hf_projections.training.cache import build_feature_cache
+from hf_projections.training.cached_encoding import encode_from_cache
 from hf_projections.training.cached_training import CachedPairs, cache_layer_for_mode, train_from_cache
-from hf_projections.training.losses import ContrastiveLoss, MatryoshkaLoss, truncate_embeddings
+from hf_projections.training.losses import truncate_embeddings
+from hf_projections.training.nested_losses import loss_for_training
 
 
 @dataclass
@@ -91,13 +93,12 @@ def read_finished_runs(path: Path) -> dict[str, dict]:
 
 
 def _check_resumable(output: Path, settings: SweepSettings) -> None:
+    """Refuse to add runs to a folder that holds a sweep with another budget (``settings`` is resolved)."""
     saved = output / "settings.json"
     if saved.exists():
-        previous = json.loads(saved.read_text(encoding="utf-8"))
+        previous = SweepSettings.from_dict(json.loads(saved.read_text(encoding="utf-8"))).resolved().to_dict()
         # Heads and seeds may grow between sessions, and thread counts do not change results.
         budget = {k: v for k, v in settings.to_dict().items() if k not in ("heads", "seeds", "train_threads")}
-        # A field added after the folder was written counts as its default value.
-        previous = {**SweepSettings().to_dict(), **previous}
         old_budget = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.items() if k in budget}
         if old_budget != budget:
             changed = sorted(k for k in budget if old_budget.get(k) != budget[k])
@@ -168,6 +169,7 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
 
     Returns the run records (one per head x seed, each with metrics per evaluation set).
     """
+    settings = settings.resolved()
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     _check_resumable(output, settings)
@@ -208,18 +210,8 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
 
 def build_sweep_model(settings: SweepSettings, projection: str | dict = "linear") -> ColBERTModel:
     """The ColBERT model every run of ``settings`` starts from: the backbone, shape and tokenisation of the
-    sweep, with a fresh ``projection`` head."""
-    return ColBERTModel.from_backbone(
-        settings.backbone,
-        projection=projection,
-        dim=settings.dim,
-        query_max_length=settings.query_max_length,
-        document_max_length=settings.document_max_length,
-        query_marker="[unused0]" if settings.markers else None,
-        document_marker="[unused1]" if settings.markers else None,
-        augment_queries=settings.augment_queries,
-        matryoshka_dims=list(settings.matryoshka_dims) if settings.matryoshka_dims else None,
-    )
+    sweep (built as ``train()`` builds a fresh model), with a fresh ``projection`` head."""
+    return build_model(settings.training_arguments(seed=0).replace(projection=projection))
 
 
 def load_sweep_run(run_dir: str | Path) -> ColBERTModel:
@@ -237,7 +229,7 @@ def load_sweep_run(run_dir: str | Path) -> ColBERTModel:
             f"{run_dir} is not a finished sweep run: expected {run_dir / 'head'} and the sweep's settings.json two "
             "folders up (<output>/runs/<head>/seed<k>)"
         )
-    settings = SweepSettings().replace(**json.loads(settings_path.read_text(encoding="utf-8")))
+    settings = SweepSettings.from_dict(json.loads(settings_path.read_text(encoding="utf-8"))).resolved()
     return load_head(build_sweep_model(settings), run_dir / "head")
 
 
@@ -300,24 +292,11 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
 
 
 def _train(model, train_data, seed: int, settings: SweepSettings, run_dir: Path) -> dict:
-    """The sweep's one training budget: AdamW from the cache, in-batch-negative InfoNCE on MaxSim (summed over
-    the Matryoshka dims when ``settings.matryoshka_dims`` is set)."""
-    loss = ContrastiveLoss(temperature=settings.temperature)
-    if settings.matryoshka_dims:
-        weights = list(settings.matryoshka_weights) if settings.matryoshka_weights else None
-        loss = MatryoshkaLoss(loss, list(settings.matryoshka_dims), weights)
-    return train_from_cache(
-        model,
-        train_data,
-        mode=settings.mode,
-        loss=loss,
-        max_steps=settings.steps,
-        batch_size=settings.batch_size,
-        learning_rate=settings.backbone_lr or settings.lr,  # only top-K modes have backbone layers to train
-        head_learning_rate=settings.lr,
-        seed=seed,
-        log_path=run_dir / "train_log.jsonl",
-    )
+    """The sweep's one training budget: the cached loop with the run's ``ProjectionTrainingArguments``, in-batch
+    InfoNCE on MaxSim (summed over the Matryoshka dims when ``settings.matryoshka_dims`` is set)."""
+    args = settings.training_arguments(seed)
+    return train_from_cache(model, train_data, args, loss=loss_for_training(model, args),
+                            log_path=run_dir / "train_log.jsonl")
 
 
 def _save_run(model, run_dir: Path, record: dict, settings: SweepSettings) -> None:

@@ -1,4 +1,9 @@
-"""What a sweep trains and evaluates: one budget shared by every head x seed, and the named presets."""
+"""What a sweep trains and evaluates: one budget shared by every head x seed, and the named presets.
+
+The training knobs left ``None`` (head and backbone learning rates, temperature, markers, query augmentation) take
+the measured recipe of the mode (``hf_projections.training.recipes``), exactly as ``train()`` does; each run trains
+with the ``ProjectionTrainingArguments`` that :meth:`SweepSettings.training_arguments` builds.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,21 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from hf_projections.checks import is_int as _is_int
+from hf_projections.checks import is_number
+from hf_projections.training.arguments import ProjectionTrainingArguments
+from hf_projections.training.modes import parse_mode
+from hf_projections.training.recipes import recipe_for
 
 BRANCH_INITS = ("random", "zero")
-
-
-def _is_int(value) -> bool:
-    """True for a Python int that is not a bool (``True`` is an int in Python, never a count here)."""
-    return isinstance(value, int) and not isinstance(value, bool)
+# Fields renamed since sweeps were first saved (settings.json of committed results): old name -> new name.
+RENAMED_FIELDS = {"lr": "head_lr"}
+RECIPE_FIELDS = ("head_lr", "backbone_lr", "temperature", "markers", "augment_queries")
 
 
 def _is_positive_number(value) -> bool:
     """True for a finite int/float > 0 (bools, strings, NaN and infinity are not)."""
-    return (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            and value > 0)
+    return is_number(value) and value > 0
 
 
 def _is_sequence(value) -> bool:
@@ -39,15 +46,17 @@ class SweepSettings:
         max_pairs: subsample of the training pairs (seeded, the same for every run).
         eval_data: BEIR sets evaluated on their ``test`` split.
         mode: ``head`` (frozen backbone, cached features) or ``top-K``.
-        steps / batch_size / lr / temperature: the optimisation budget (AdamW, linear warmup/decay); ``lr`` is
-            the head's learning rate. Steps and batch size are positive ints; ``lr`` and ``temperature`` finite
-            numbers > 0.
-        backbone_lr: learning rate of the backbone layers that train in ``top-K`` mode (None: ``lr``).
+        steps / batch_size: the optimisation budget (AdamW, linear warmup/decay); positive ints.
+        head_lr / temperature: the head's learning rate and the contrastive temperature (finite numbers > 0;
+            None: the mode's recipe).
+        backbone_lr: learning rate of the backbone layers that train in ``top-K`` mode (None: the recipe's); an
+            error in ``head`` mode, which trains none.
         dim / query_max_length / document_max_length: model shape, as ColBERT (positive ints).
-        markers: prepend ColBERT's query/document marker tokens (``[unused0]`` / ``[unused1]``). Their input
-            embeddings were never trained in the (frozen) backbone, so they can blur every token's state.
+        markers: prepend ColBERT's query/document marker tokens (``[unused0]`` / ``[unused1]``; None: the recipe's).
+            Their input embeddings were never trained in the (frozen) backbone, so they can blur every token's state.
         augment_queries: pad queries to ``query_max_length`` with attended ``[MASK]`` tokens (ColBERT's query
-            augmentation). Both are part of the cached features, so changing them costs one backbone pass.
+            augmentation; None: the recipe's). Both are part of the cached features, so changing them costs one
+            backbone pass.
         max_eval_queries: evaluate on a seeded sample of at most this many test queries per set (None: all);
             the corpus is always complete.
         train_threads: torch threads while training from the cache (a positive int; None: torch's default, all
@@ -77,14 +86,14 @@ class SweepSettings:
     mode: str = "head"
     steps: int = 500
     batch_size: int = 32
-    lr: float = 1e-3
+    head_lr: float | None = None
     backbone_lr: float | None = None
-    temperature: float = 1.0
+    temperature: float | None = None
     dim: int = 128
     query_max_length: int = 32
     document_max_length: int = 180
-    markers: bool = True
-    augment_queries: bool = True
+    markers: bool | None = None
+    augment_queries: bool | None = None
     max_eval_queries: int | None = None
     train_threads: int | None = None
     validation_queries: int = 0
@@ -97,6 +106,41 @@ class SweepSettings:
         """A copy with some fields changed (lists become tuples)."""
         changes = {k: tuple(v) if isinstance(v, list) else v for k, v in changes.items()}
         return dataclasses.replace(self, **changes)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> SweepSettings:
+        """Settings from a saved ``settings.json`` (renamed fields of older sweeps are read under their new names)."""
+        values = {RENAMED_FIELDS.get(k, k): v for k, v in values.items()}
+        return cls().replace(**values)
+
+    def resolved(self) -> SweepSettings:
+        """A copy with every recipe field set (the mode's recipe for those left ``None``): what the runs train with,
+        what ``settings.json`` records and what a resumed sweep is compared against."""
+        recipe = recipe_for(self.mode)
+        changes = {name: getattr(recipe, name) for name in RECIPE_FIELDS if getattr(self, name) is None}
+        return self.replace(**changes)
+
+    def training_arguments(self, seed: int) -> ProjectionTrainingArguments:
+        """The resolved arguments one run of this sweep trains with (the cached loop's settings)."""
+        settings = self.resolved()
+        return ProjectionTrainingArguments(
+            backbone=settings.backbone,
+            mode=settings.mode,
+            dim=settings.dim,
+            query_max_length=settings.query_max_length,
+            document_max_length=settings.document_max_length,
+            markers=settings.markers,
+            augment_queries=settings.augment_queries,
+            matryoshka_dims=list(settings.matryoshka_dims) if settings.matryoshka_dims else None,
+            matryoshka_weights=list(settings.matryoshka_weights) if settings.matryoshka_weights else None,
+            head_lr=settings.head_lr,
+            backbone_lr=settings.backbone_lr,
+            temperature=settings.temperature,
+            max_steps=settings.steps,
+            batch_size=settings.batch_size,
+            seed=seed,
+            use_cache=True,
+        ).resolved()
 
     def trained_dims(self) -> tuple[int, ...]:
         """Every dim the runs train and are evaluated at, ascending: ``matryoshka_dims`` plus ``dim``."""
@@ -135,13 +179,21 @@ class SweepSettings:
         if self.branch_init not in BRANCH_INITS:
             raise ValueError(f"branch_init must be one of {', '.join(BRANCH_INITS)}, got {self.branch_init!r}")
         for name in ("markers", "augment_queries"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be True or False, got {getattr(self, name)!r}")
-        if self.backbone_lr is not None and not _is_positive_number(self.backbone_lr):
-            raise ValueError(f"backbone_lr must be > 0 (a finite number) or None, got {self.backbone_lr!r}")
-        for name in ("lr", "temperature"):
-            if not _is_positive_number(getattr(self, name)):
-                raise ValueError(f"{name} must be > 0 (a finite number), got {getattr(self, name)!r}")
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be True, False or None (the recipe's), got {getattr(self, name)!r}")
+        for name in ("head_lr", "backbone_lr", "temperature"):
+            if getattr(self, name) is not None and not _is_positive_number(getattr(self, name)):
+                raise ValueError(f"{name} must be > 0 (a finite number) or None (the recipe's), got {getattr(self, name)!r}")
+        if not isinstance(self.mode, str):
+            raise ValueError(f"mode must be 'head' or 'top-K', got {self.mode!r}")
+        kind = parse_mode(self.mode).kind
+        if kind == "full":
+            raise ValueError("mode must be 'head' or 'top-K': sweeps train from cached features, which mode 'full' cannot use")
+        if kind == "head" and self.backbone_lr is not None:
+            raise ValueError(
+                f"backbone_lr={self.backbone_lr} was given, but mode 'head' trains no backbone layer; set head_lr "
+                "(--head-lr), or use mode 'top-K' to train backbone layers"
+            )
         self._check_matryoshka()
 
     def _check_matryoshka(self) -> None:
@@ -189,21 +241,17 @@ PAPER_HEADS = (
     "geglu-x2-res",
 )
 
-# The training recipe of every preset, chosen on held-out GenQ validation queries only (no test query;
-# benchmarks/choose_recipe.py, results in benchmarks/results/choices/). The field defaults above are ColBERT's
-# (temperature 1 on MaxSim sums, [unused0]/[unused1] markers, [MASK]-augmented queries); with a frozen backbone
-# a sharper softmax and plain queries scored clearly higher for every head tried.
-RECIPE = {"temperature": 0.25, "markers": False, "augment_queries": False}
-
+# Every preset trains with the mode's measured recipe (temperature 0.25, plain queries, head lr 1e-3 in head mode;
+# see hf_projections.training.recipes), filled in by SweepSettings.resolved().
 PRESETS: dict[str, SweepSettings] = {
     # The README's main command, sized for <= 15 minutes on 2 CPU cores: one backbone pass (~14k documents),
     # then 4 runs; ArguAna is scored on a seeded sample of 300 of its 1,406 test queries (full corpus).
-    "quick": SweepSettings(max_eval_queries=300, **RECIPE),
+    "quick": SweepSettings(max_eval_queries=300),
     # The paper's ablation grid (depth, width, residual, GLU variants, activation), 3 seeds, on the quick preset's
     # budget and test queries (its linear and ffn2-x2-res runs at seeds 0 and 1 repeat the quick preset's, up to
     # float noise from thread counts). All 1,406 ArguAna queries would cost ~6 minutes of exact search per run
     # here, for a sample that is already paired across heads.
-    "paper": SweepSettings(heads=PAPER_HEADS, seeds=(0, 1, 2), max_eval_queries=300, **RECIPE),
+    "paper": SweepSettings(heads=PAPER_HEADS, seeds=(0, 1, 2), max_eval_queries=300),
     # The quick budget with Matryoshka training: NDCG@10 at 32/64/96/128 dims for linear vs ffn2-x2-res.
-    "matryoshka": SweepSettings(max_eval_queries=300, matryoshka_dims=(32, 64, 96, 128), **RECIPE),
+    "matryoshka": SweepSettings(max_eval_queries=300, matryoshka_dims=(32, 64, 96, 128)),
 }

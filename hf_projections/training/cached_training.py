@@ -1,36 +1,29 @@
-"""Train heads (``head`` mode) or heads plus top layers (``top-k``) from cached backbone features.
+"""Train heads (``head`` mode) or heads plus top layers (``top-K``) from cached backbone features.
 
-No backbone pass runs during training: batches are padded hidden states gathered from two
-:class:`~hf_projections.training.cache.FeatureCache` s (queries and documents), fed through
-``model.project`` (after the last ``k`` layers for top-k) and the same losses as the token path.
-The loop is a plain PyTorch loop (AdamW, linear warmup/decay, gradient clipping, the same head/backbone
-parameter groups as ``ProjectionTrainer``): at a few milliseconds per step the Trainer's machinery would
-dominate the cost.
+No backbone pass runs over the frozen part during training: batches are padded hidden states gathered from two
+:class:`~hf_projections.training.feature_cache.FeatureCache` s (queries and documents), fed through
+``model.project`` (after the last ``K`` layers, ``model.forward_from_layer``, for top-K) and the same losses as the
+token path, in the package's one loop (``training.loop.run_training_loop``).
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
-from transformers import get_linear_schedule_with_warmup
 
-from hf_projections.training.cache import FeatureCache, build_feature_cache, cached_hidden_states, is_multi_vector
+from hf_projections.modeling.backbone import backbone_layers, check_layerwise_backbone
+from hf_projections.training.cache import build_feature_cache
+from hf_projections.training.cached_encoding import cached_hidden_states, is_multi_vector
 from hf_projections.training.collator import document_groups, teacher_score_tensor
+from hf_projections.training.feature_cache import FeatureCache
 from hf_projections.training.losses import ProjectionLoss
-from hf_projections.training.modes import backbone_layers, eval_frozen_modules, parse_mode, set_trainable
-from hf_projections.training.trainer import (
-    append_jsonl,
-    build_parameter_groups,
-    check_finite,
-    default_loss,
-)
+from hf_projections.training.loop import run_training_loop
+from hf_projections.training.modes import parse_mode, set_trainable
+from hf_projections.training.nested_losses import default_loss
 
 
 class CachedPairs(Dataset):
@@ -92,7 +85,8 @@ class CachedPairs(Dataset):
 
 
 def cache_layer_for_mode(model, mode: str) -> int | None:
-    """The cache layer a training mode needs: None for ``head``, ``L - k`` for ``top-k``; ``full`` cannot cache."""
+    """The cache layer a training mode needs: None for ``head``, ``L - K`` for ``top-K`` (whose last K layers then run
+    on cached states: BERT-like encoders); ``full`` cannot cache."""
     parsed = parse_mode(mode)
     if parsed.kind == "full":
         raise ValueError("mode 'full' trains the whole backbone and cannot use cached features; use 'head' or 'top-K'")
@@ -101,6 +95,7 @@ def cache_layer_for_mode(model, mode: str) -> int | None:
     n_layers = len(backbone_layers(model.backbone))
     if parsed.top_k > n_layers:
         raise ValueError(f"mode top-{parsed.top_k} asks for more layers than the backbone has ({n_layers})")
+    check_layerwise_backbone(model.backbone)
     return n_layers - parsed.top_k
 
 
@@ -164,112 +159,39 @@ def cached_loss(model, batch: dict[str, torch.Tensor], loss: ProjectionLoss, lay
     return loss(queries, documents, document_mask, batch.get("teacher_scores"))
 
 
-def train_from_cache(
-    model,
-    data: CachedPairs,
-    mode: str = "head",
-    loss: ProjectionLoss | None = None,
-    epochs: int = 1,
-    max_steps: int | None = None,
-    batch_size: int = 32,
-    learning_rate: float = 1e-3,
-    head_learning_rate: float | None = None,
-    weight_decay: float = 0.01,
-    warmup_ratio: float = 0.1,
-    max_grad_norm: float | None = 1.0,
-    gradient_accumulation_steps: int = 1,
-    seed: int = 0,
-    log_path: str | os.PathLike | None = None,
-    logging_steps: int = 10,
-    show_progress_bar: bool | None = None,
-) -> dict[str, Any]:
-    """Train from cached features in a plain loop; the model is updated in place.
+def train_from_cache(model, data: CachedPairs, args, loss: ProjectionLoss | None = None,
+                     log_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Train from cached features; the model is updated in place.
 
     Args:
-        model: the model whose head (and, for ``top-k``, last ``k`` layers) trains.
-        data: :class:`CachedPairs` whose cache layer matches ``mode``.
-        mode: ``head`` or ``top-K``.
-        learning_rate: for the trainable backbone layers (``top-k``) and, unless ``head_learning_rate`` is
-            given, for the head.
-        epochs / max_steps: ``max_steps`` (optimizer steps) wins when given.
-        log_path: JSONL file, one line per ``logging_steps`` (step, epoch, loss, lrs).
+        model: the model whose head (and, for ``top-K``, last ``K`` layers) trains.
+        data: :class:`CachedPairs` whose cache layer matches ``args.mode``.
+        args: resolved ``ProjectionTrainingArguments`` (mode, learning rates, steps or epochs, batch size, ...).
+        loss: default: the contrastive loss the model's config asks for, at ``args.temperature``.
+        log_path: JSONL training log (one line per ``args.logging_steps``).
 
     Returns:
-        ``{"steps", "samples", "seconds", "samples_per_second", "steps_per_second", "loss"}``
-        (``loss``: mean of the last logging window).
+        The loop's statistics (``training.loop.run_training_loop``).
     """
-    expected_layer = cache_layer_for_mode(model, mode)
+    expected_layer = cache_layer_for_mode(model, args.mode)
     if data.layer != expected_layer:
-        raise ValueError(f"mode {mode!r} needs features cached at layer {expected_layer}, the data holds layer {data.layer}")
-    for name, value in (("batch_size", batch_size), ("gradient_accumulation_steps", gradient_accumulation_steps),
-                        ("epochs", epochs), ("logging_steps", logging_steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if len(data) < batch_size:
-        raise ValueError(f"batch_size={batch_size} is larger than the {len(data)} training rows")
-    loss = loss if loss is not None else default_loss(model)
-    set_trainable(model, mode)
+        raise ValueError(f"mode {args.mode!r} needs features cached at layer {expected_layer}, the data holds layer {data.layer}")
+    if len(data) < args.batch_size:
+        raise ValueError(f"batch_size={args.batch_size} is larger than the {len(data)} training rows")
+    loss = loss if loss is not None else default_loss(model, args.temperature)
+    set_trainable(model, args.mode)
     device = next(model.parameters()).device
     dtype = next(model.projection.parameters()).dtype
-
-    generator = torch.Generator().manual_seed(seed)
     loader = DataLoader(
-        data, batch_size=batch_size, shuffle=True, drop_last=True, generator=generator,
-        collate_fn=lambda indices: data.collate(indices, dtype),
+        data, batch_size=args.batch_size, shuffle=True, drop_last=True,
+        generator=torch.Generator().manual_seed(args.seed), collate_fn=lambda indices: data.collate(indices, dtype),
     )
-    steps_per_epoch = max(1, len(loader) // gradient_accumulation_steps)
-    total_steps = max_steps if max_steps is not None else epochs * steps_per_epoch
-    if total_steps < 1:
-        raise ValueError(f"max_steps must be a positive int, got {max_steps!r}")
-    optimizer = torch.optim.AdamW(build_parameter_groups(model, learning_rate, head_learning_rate, weight_decay))
-    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(warmup_ratio * total_steps), total_steps)
-    trainable = [p for group in optimizer.param_groups for p in group["params"]]
+    total_steps = args.max_steps or args.epochs * max(1, len(loader) // args.gradient_accumulation_steps)
 
-    torch.manual_seed(seed)
-    if show_progress_bar is None:
-        show_progress_bar = total_steps >= 20
-    progress = tqdm(total=total_steps, disable=not show_progress_bar, desc=f"Training ({mode}, cached)")
-    model.train()
-    eval_frozen_modules(model)
-    step, samples, window, started, last_loss = 0, 0, [], time.perf_counter(), float("nan")
-    micro = 0
-    try:
-        while step < total_steps:
-            for batch in loader:
-                batch = {k: v.to(device) for k, v in batch.items()}
-                value = cached_loss(model, batch, loss, data.layer)
-                check_finite(value, step + 1)
-                (value / gradient_accumulation_steps).backward()
-                window.append(value.item())
-                samples += len(batch["query_mask"])
-                micro += 1
-                if micro % gradient_accumulation_steps:
-                    continue
-                if max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(trainable, max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                progress.update(1)
-                if step % logging_steps == 0 or step == total_steps:
-                    record = {"step": step, "epoch": samples / len(data), "loss": sum(window) / len(window)}
-                    record.update({f"lr_{g['group']}": g["lr"] for g in optimizer.param_groups})
-                    progress.set_postfix(loss=f"{record['loss']:.4f}")
-                    if log_path is not None:
-                        append_jsonl(log_path, record)
-                    last_loss, window = record["loss"], []
-                if step >= total_steps:
-                    break
-    finally:
-        progress.close()
-        model.eval()
-    seconds = time.perf_counter() - started
-    return {
-        "steps": step,
-        "samples": samples,
-        "seconds": seconds,
-        "samples_per_second": samples / seconds if seconds else float("inf"),
-        "steps_per_second": step / seconds if seconds else float("inf"),
-        "loss": last_loss,
-    }
+    def compute(batch):
+        return cached_loss(model, {k: v.to(device) for k, v in batch.items()}, loss, data.layer)
+
+    return run_training_loop(
+        model, lambda: loader, compute, args, total_steps=total_steps, n_rows=len(data),
+        batch_rows=lambda batch: len(batch["query_mask"]), log_path=log_path, description=f"Training ({args.mode}, cached)",
+    )

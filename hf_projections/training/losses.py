@@ -9,30 +9,30 @@ Layout shared by every loss: a batch of ``B`` queries and ``B * G`` documents, g
 - single-vector: queries `(B, dim)`, documents `(B * G, dim)`, L2-normalised (what ``DenseEmbeddingModel``
   returns); no mask.
 
-Temperatures. ColBERT and PyLate feed raw MaxSim sums to the cross-entropy (temperature 1): a sum over 32
-query tokens of cosine similarities already spans about [-32, 32], so the softmax is sharp enough. That is
-the default here for multi-vector models. Cosine scores of single-vector models live in [-1, 1] and need a
-scale; the sentence-transformers default (scale 20, i.e. temperature 0.05) is the default there. With
-``normalize_scores=True`` MaxSim sums are divided by the number of real query tokens (a mean in [-1, 1]) and a
-cosine-style temperature such as 0.02-0.05 applies instead.
+Temperatures. ColBERT and PyLate feed raw MaxSim sums to the cross-entropy (temperature 1). Held-out validation
+here found that too flat a softmax: the default on MaxSim sums is the measured recipe's 0.25
+(``hf_projections.training.recipes``). Cosine scores of single-vector models live in [-1, 1] and need a sharper
+scale: sentence-transformers' default (scale 20, i.e. temperature 0.05). With ``normalize_scores=True`` MaxSim
+sums are divided by the number of real query tokens (a mean in [-1, 1]) and a cosine-style temperature such as
+0.02-0.05 applies instead.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from hf_projections.modeling import masked_maxsim, maxsim
+from hf_projections.training.recipes import DENSE_TEMPERATURE, HEAD
 
-DEFAULT_MULTI_VECTOR_TEMPERATURE = 1.0
-DEFAULT_SINGLE_VECTOR_TEMPERATURE = 0.05
+DEFAULT_MULTI_VECTOR_TEMPERATURE = HEAD.temperature
+DEFAULT_SINGLE_VECTOR_TEMPERATURE = DENSE_TEMPERATURE
 
 
 def default_temperature(multi_vector: bool) -> float:
-    """The default contrastive temperature: 1.0 on raw MaxSim sums, 0.05 on cosine scores."""
+    """The default contrastive temperature: the recipe's 0.25 on MaxSim sums, 0.05 on cosine scores."""
     return DEFAULT_MULTI_VECTOR_TEMPERATURE if multi_vector else DEFAULT_SINGLE_VECTOR_TEMPERATURE
 
 
@@ -249,76 +249,3 @@ class DistillationLoss(ProjectionLoss):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, normalize_scores={self.normalize_scores}"
-
-
-class MatryoshkaLoss(ProjectionLoss):
-    """Weighted sum of a loss over nested output dims: embeddings cut to the first ``d`` features, re-normalised.
-
-    Args:
-        loss: the loss applied at every dim.
-        dims: nested dims (e.g. ``config.matryoshka_dims``); the full dim is always included.
-        weights: one weight per dim of ``sorted(set(dims) | {full})`` (default 1 each); or a dict dim -> weight.
-    """
-
-    def __init__(self, loss: ProjectionLoss, dims: Sequence[int], weights: Sequence[float] | dict | None = None):
-        super().__init__()
-        if not dims:
-            raise ValueError("MatryoshkaLoss needs at least one dim")
-        if any(isinstance(d, bool) or not isinstance(d, int) or d < 1 for d in dims):
-            raise ValueError(f"matryoshka dims must be positive ints, got {list(dims)}")
-        self.loss = loss
-        self.dims = sorted(set(dims))
-        self.weights = weights
-
-    def _weights(self, full_dim: int) -> list[tuple[int, float]]:
-        if self.dims[-1] > full_dim:
-            raise ValueError(f"matryoshka dims {self.dims} exceed the embedding dim {full_dim}")
-        dims = sorted(set(self.dims) | {full_dim})
-        if self.weights is None:
-            return [(d, 1.0) for d in dims]
-        if isinstance(self.weights, dict):
-            unknown = set(self.weights) - set(dims)
-            if unknown:
-                raise ValueError(f"matryoshka weights name dims {sorted(unknown)} that are not trained; dims are {dims}")
-            return [(d, float(self.weights.get(d, 1.0))) for d in dims]
-        if len(self.weights) != len(dims):
-            raise ValueError(f"expected {len(dims)} matryoshka weights for dims {dims}, got {len(self.weights)}")
-        return list(zip(dims, map(float, self.weights)))
-
-    def forward(self, queries, documents, document_mask=None, teacher_scores=None) -> torch.Tensor:
-        total = queries.new_zeros(())
-        for dim, weight in self._weights(queries.shape[-1]):
-            if dim == queries.shape[-1]:
-                q, d = queries, documents
-            else:
-                q, d = truncate_embeddings(queries, dim), truncate_embeddings(documents, dim)
-            total = total + weight * self.loss(q, d, document_mask, teacher_scores)
-        return total
-
-    def extra_repr(self) -> str:
-        return f"dims={self.dims}, weights={self.weights}"
-
-
-LOSS_NAMES = ("contrastive", "distillation")
-
-
-def build_loss(
-    name: str = "contrastive",
-    temperature: float | None = None,
-    matryoshka_dims: Sequence[int] | None = None,
-    matryoshka_weights: Sequence[float] | dict | None = None,
-    in_batch_negatives: bool = True,
-    normalize_scores: bool = False,
-) -> ProjectionLoss:
-    """Build a loss by name (``contrastive`` or ``distillation``), wrapped in Matryoshka when dims are given."""
-    if name == "contrastive":
-        loss: ProjectionLoss = ContrastiveLoss(temperature, in_batch_negatives, normalize_scores)
-    elif name == "distillation":
-        loss = DistillationLoss(1.0 if temperature is None else temperature, normalize_scores)
-    else:
-        raise ValueError(f"unknown loss {name!r}; allowed: {', '.join(LOSS_NAMES)}")
-    if matryoshka_dims:
-        loss = MatryoshkaLoss(loss, list(matryoshka_dims), matryoshka_weights)
-    elif matryoshka_weights is not None:
-        raise ValueError("matryoshka_weights were given without matryoshka_dims")
-    return loss

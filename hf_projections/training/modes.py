@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from hf_projections.modeling.modeling_hf_projections import transformer_layers
+from hf_projections.modeling.backbone import backbone_layers
 
 MODE_FORMS = "'full', 'head' or 'top-K' with K a positive int (e.g. 'top-3')"
 _TOP_K = re.compile(r"^top-(\d+)$")
@@ -42,18 +42,6 @@ def parse_mode(mode: str | TrainingMode) -> TrainingMode:
     if match and int(match.group(1)) >= 1:
         return TrainingMode("top", int(match.group(1)))
     raise ValueError(f"training mode must be {MODE_FORMS}, got {mode!r}")
-
-
-def backbone_layers(backbone: nn.Module) -> nn.ModuleList:
-    """The ordered transformer blocks of an encoder (BERT/RoBERTa/ELECTRA ``encoder.layer``, DistilBERT
-    ``transformer.layer``, ModernBERT ``layers``); raises ``ValueError`` when none is found."""
-    layers = transformer_layers(backbone)
-    if layers is not None:
-        return layers
-    raise ValueError(
-        f"cannot find the transformer layers of {type(backbone).__name__} (looked for encoder.layer, "
-        "transformer.layer, layers, encoder.layers); use mode 'full' or 'head' with this backbone"
-    )
 
 
 def set_trainable(model: nn.Module, mode: str | TrainingMode) -> dict[str, int]:

@@ -1,5 +1,7 @@
 """``transformers.Trainer`` for projection models: contrastive/distillation losses, a head learning rate,
-frozen-part handling, a non-finite loss guard, safetensors-only saving and a JSONL training log."""
+frozen-part handling, a non-finite loss guard, safetensors-only saving and a JSONL training log.
+
+The optimizer groups and the non-finite check are the ones the cached loop uses (``training.loop``)."""
 
 from __future__ import annotations
 
@@ -13,20 +15,16 @@ from typing import Any
 import torch
 from torch import nn
 from transformers import Trainer, TrainerCallback
-from transformers.trainer_pt_utils import get_parameter_names
 
-from hf_projections.io import atomic_write_text
+from hf_projections.atomic import atomic_write_text
 from hf_projections.training.collator import ProjectionCollator
-from hf_projections.training.losses import ProjectionLoss, build_loss
+from hf_projections.training.losses import ProjectionLoss
+from hf_projections.training.loop import append_jsonl, build_parameter_groups, check_finite, learning_rates
 from hf_projections.training.modes import eval_frozen_modules
+from hf_projections.training.nested_losses import default_loss
 
 TRAINING_LOG_NAME = "training_log.jsonl"
 TRAINING_ARGS_JSON = "training_args.json"
-
-
-class NonFiniteLossError(FloatingPointError):
-    """Raised when a training loss is NaN or infinite: training stops before that step updates any weight
-    or writes any checkpoint."""
 
 
 # --------------------------------------------------------------------------- shared helpers
@@ -41,58 +39,6 @@ def unwrap_model(model: nn.Module) -> nn.Module:
             model = model._orig_mod
         else:
             return model
-
-
-def head_parameter_ids(model: nn.Module) -> set[int]:
-    """Ids of the projection head's parameters, found as any submodule named ``projection`` (so PEFT's
-    ``ModulesToSaveWrapper`` copy is included)."""
-    ids: set[int] = set()
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] == "projection":
-            ids.update(id(p) for p in module.parameters())
-    if not ids:
-        raise ValueError(f"{type(model).__name__} has no submodule named 'projection'")
-    return ids
-
-
-def decay_parameter_names(model: nn.Module) -> set[str]:
-    """Parameter names that get weight decay (not biases, not norms), as ``transformers.Trainer`` decides."""
-    forbidden = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
-    return set(get_parameter_names(model, [nn.LayerNorm], forbidden))
-
-
-def build_parameter_groups(
-    model: nn.Module,
-    learning_rate: float,
-    head_learning_rate: float | None,
-    weight_decay: float,
-    decay_names: set[str] | None = None,
-) -> list[dict[str, Any]]:
-    """Optimizer param groups: (backbone | head) x (decay | no decay), trainable parameters only.
-
-    The head groups use ``head_learning_rate`` (``learning_rate`` when None). Group order is fixed, so an
-    optimizer state saved in a checkpoint maps back onto the same groups on resume.
-    """
-    decay_names = decay_parameter_names(model) if decay_names is None else decay_names
-    head_ids = head_parameter_ids(model)
-    buckets: dict[tuple[str, bool], list[nn.Parameter]] = {}
-    for name, parameter in model.named_parameters():
-        if not parameter.requires_grad:
-            continue
-        part = "head" if id(parameter) in head_ids else "backbone"
-        buckets.setdefault((part, name in decay_names), []).append(parameter)
-    groups = []
-    for part in ("backbone", "head"):
-        lr = head_learning_rate if (part == "head" and head_learning_rate is not None) else learning_rate
-        for decay in (True, False):
-            params = buckets.get((part, decay))
-            if params:
-                groups.append(
-                    {"params": params, "lr": lr, "weight_decay": weight_decay if decay else 0.0, "group": part}
-                )
-    if not groups:
-        raise ValueError("no trainable parameters: check the training mode (set_trainable)")
-    return groups
 
 
 def split_batch(batch: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -119,28 +65,6 @@ def embed_token_batch(model: nn.Module, batch: dict[str, Any], **forward_kwargs)
     raise TypeError(f"model output {type(query_output).__name__} has neither token_embeddings nor embeddings")
 
 
-def check_finite(loss: torch.Tensor, step: int | None = None) -> None:
-    """Raise :class:`NonFiniteLossError` when ``loss`` is NaN or infinite."""
-    if not bool(torch.isfinite(loss.detach()).all()):
-        where = f" at step {step}" if step is not None else ""
-        raise NonFiniteLossError(
-            f"training loss is {loss.detach().float().item()}{where}; stopped before updating weights or writing a "
-            "checkpoint. Lower the learning rate, turn off fp16 (use bf16 or fp32), or check the data for empty "
-            "texts; resume from the last checkpoint once fixed."
-        )
-
-
-def default_loss(model: nn.Module, temperature: float | None = None) -> ProjectionLoss:
-    """Contrastive loss (Matryoshka-wrapped when ``config.matryoshka_dims`` is set, Starbucks-wrapped when
-    ``config.starbucks_pairs`` is)."""
-    config = getattr(unwrap_model(model), "config", None)
-    if getattr(config, "starbucks_pairs", None):
-        from hf_projections.training.starbucks import StarbucksLoss
-
-        return StarbucksLoss(build_loss("contrastive", temperature=temperature))
-    return build_loss("contrastive", temperature=temperature, matryoshka_dims=getattr(config, "matryoshka_dims", None))
-
-
 # --------------------------------------------------------------------------- logging
 
 
@@ -163,17 +87,9 @@ class JsonlLogCallback(TrainerCallback):
             return
         record = {"step": state.global_step, "epoch": state.epoch, **logs}
         if optimizer is not None:
-            for group in optimizer.param_groups:
-                record.setdefault(f"lr_{group.get('group', 'all')}", group["lr"])
+            for key, value in learning_rates(optimizer).items():
+                record.setdefault(key, value)
         append_jsonl(self.path, record)
-
-
-def append_jsonl(path: str | os.PathLike, record: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", encoding="utf-8") as handle:
-        handle.write(json.dumps(record, default=float) + "\n")
-        handle.flush()
 
 
 def _step_of(line: str) -> float:
@@ -224,7 +140,7 @@ class ProjectionTrainer(Trainer):
             data_collator = ProjectionCollator(model)
         if head_learning_rate is not None and not head_learning_rate > 0:
             raise ValueError(f"head_learning_rate must be positive, got {head_learning_rate!r}")
-        self.loss = loss if loss is not None else default_loss(model)
+        self.loss = loss if loss is not None else default_loss(unwrap_model(model))
         self.head_learning_rate = head_learning_rate
         self.check_finite_loss = check_finite_loss
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
@@ -236,10 +152,10 @@ class ProjectionTrainer(Trainer):
         opt_model = self.model if model is None else model
         groups = build_parameter_groups(
             opt_model,
-            self.args.learning_rate,
-            self.head_learning_rate,
-            self.args.weight_decay,
-            set(self.get_decay_parameter_names(opt_model)),
+            head_lr=self.head_learning_rate if self.head_learning_rate is not None else self.args.learning_rate,
+            backbone_lr=self.args.learning_rate,
+            weight_decay=self.args.weight_decay,
+            decay_names=set(self.get_decay_parameter_names(opt_model)),
         )
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, opt_model)
         optimizer_kwargs = {k: v for k, v in optimizer_kwargs.items() if k not in ("params", "model", "optimizer_dict")}

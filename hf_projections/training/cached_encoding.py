@@ -1,0 +1,69 @@
+"""Encoding from a feature cache: the model's current head (and, for a layer cache, its top layers) on cached
+states, with no backbone pass over the frozen part."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from hf_projections.training.feature_cache import FeatureCache
+
+
+def is_multi_vector(model) -> bool:
+    """True for ColBERT-style models (token embeddings), False for pooled single-vector models."""
+    return not hasattr(model, "pool")
+
+
+def cached_hidden_states(model, hidden: torch.Tensor, mask: torch.Tensor, layer: int | None) -> torch.Tensor:
+    """Finish the backbone on cached states: identity for ``last_hidden_state`` caches, else run the
+    remaining layers ``layer..L-1`` of ``model.backbone``. `(batch, tokens, hidden_size)` in and out."""
+    if layer is None:
+        return hidden
+    return model.forward_from_layer(hidden, mask, layer)
+
+
+@torch.no_grad()
+def encode_from_cache(
+    model,
+    cache: FeatureCache,
+    texts: Sequence[str] | None = None,
+    batch_size: int = 256,
+    truncate_dim: int | None = None,
+    show_progress_bar: bool | None = None,
+):
+    """Encode cached texts with the model's current head (and top layers, for a layer cache) - no backbone pass.
+
+    Args:
+        texts: which texts, in which order (default: all cached texts in cache order).
+
+    Returns:
+        ``ColBERTModel``: list of `(tokens_i, dim)` float32 CPU tensors; ``DenseEmbeddingModel``: `(n, dim)`.
+    """
+    rows = list(range(len(cache))) if texts is None else cache.rows_of(texts)
+    multi_vector = is_multi_vector(model)
+    order = sorted(range(len(rows)), key=lambda i: int(cache.lengths[rows[i]]), reverse=True)
+    device = next(model.parameters()).device
+    dtype = next(model.projection.parameters()).dtype
+    n_batches = (len(rows) + batch_size - 1) // batch_size
+    if show_progress_bar is None:
+        show_progress_bar = n_batches >= 8
+    was_training = model.training
+    model.eval()
+    results: list = [None] * len(rows)
+    try:
+        for begin in tqdm(range(0, len(rows), batch_size), disable=not show_progress_bar, desc="Encoding from cache"):
+            index = order[begin : begin + batch_size]
+            hidden, mask = cache.batch([rows[i] for i in index], dtype=dtype)
+            hidden, mask = hidden.to(device), mask.to(device)
+            hidden = cached_hidden_states(model, hidden, mask, cache.layer)
+            embeddings = model.project(hidden, mask, truncate_dim=truncate_dim)
+            for position, i in enumerate(index):
+                item = embeddings[position]
+                results[i] = (item[mask[position]] if multi_vector else item).float().cpu()
+    finally:
+        model.train(was_training)
+    if multi_vector:
+        return results
+    return torch.stack(results) if results else torch.empty(0, truncate_dim or model.config.dim)
