@@ -31,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from hf_projections.training.arguments import default_backbone  # noqa: E402
 
 NAME = "ann"
 
@@ -77,7 +78,7 @@ def encoded_data(args):
     elif args.model:
         model, name = ColBERTModel.from_pretrained(args.model), args.model
     else:
-        backbone = args.backbone or common.default_backbone()
+        backbone = args.backbone or default_backbone()
         torch.manual_seed(0)
         model, name = ColBERTModel.from_backbone(backbone, projection="linear", dim=128), f"{backbone} + linear (seed 0)"
     model.eval()

@@ -64,7 +64,7 @@ def main(argv=None, **budget_changes) -> None:
     if unknown:
         raise SystemExit(f"unknown variants {unknown}; known: {list(VARIANTS)}")
     if args.backbone is None:
-        from hf_projections.cli import default_backbone
+        from hf_projections.training import default_backbone
 
         args.backbone = default_backbone()
     base = SweepSettings.from_preset("quick").replace(

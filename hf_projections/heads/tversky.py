@@ -56,8 +56,8 @@ class TverskyProjection(ResidualHead):
             self.alpha.fill_(0.5)
             self.beta.fill_(0.5)
 
-    def reset_parameters(self):
-        super().reset_parameters()
+    def reset_own_parameters(self):
+        super().reset_own_parameters()
         self.reset_tversky_parameters()
 
     def branch_forward(self, x):

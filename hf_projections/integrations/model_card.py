@@ -74,7 +74,8 @@ def preset_name(spec: dict | None) -> str | None:
 
 def build_model_card(model, training: dict | None = None, evaluation: dict | None = None, *,
                      model_id: str | None = None, base_model: str | None = None,
-                     license: str | None = None, tags: list[str] | None = None) -> ModelCard:
+                     license: str | None = None, tags: list[str] | None = None,
+                     evaluation_note: str | None = None) -> ModelCard:
     """Render the card of ``model`` (a ``ColBERTModel`` or ``DenseEmbeddingModel``) without writing it.
 
     Args:
@@ -82,7 +83,9 @@ def build_model_card(model, training: dict | None = None, evaluation: dict | Non
         training: free-form training details, e.g. ``{"datasets": ["scifact"], "steps": 500, "batch_size": 32,
             "learning_rate": 3e-4, "loss": "contrastive", "mode": "head-only", "train_time_s": 120}``. A
             ``dataset``/``datasets`` entry that looks like a Hub id (``org/name``) also goes into the metadata.
-        evaluation: ``{dataset: {metric: value}}`` (or a flat ``{metric: value}``), rendered as a table.
+        evaluation: ``{dataset: {metric: value}}`` (or a flat ``{metric: value}``), rendered as a table; a value may
+            be a ``(mean, std)`` pair (over seeds, say), shown as ``mean ± std``.
+        evaluation_note: a paragraph under the evaluation table (what was measured, on which queries, seeds).
         model_id: Hub repo id used in the usage snippets (defaults to a placeholder).
         base_model: Hub id of the backbone (defaults to ``hub_base_model(config.backbone_name)``).
         license: SPDX id for the metadata, if known.
@@ -148,7 +151,7 @@ def build_model_card(model, training: dict | None = None, evaluation: dict | Non
         st_folder=f"{model_id.rsplit('/', 1)[-1]}-st",
         st_class="MultiVectorEncoder" if multi_vector else "SentenceTransformer",
         training_section=_training_section(training),
-        evaluation_section=_evaluation_section(evaluation),
+        evaluation_section=_evaluation_section(evaluation, evaluation_note),
         library_version=__version__,
     )
 
@@ -208,23 +211,31 @@ def _check_training(training) -> dict:
     return training
 
 
-def _check_evaluation(evaluation) -> dict[str, dict[str, float]]:
-    """Normalise to ``{dataset: {metric: float}}``; a flat ``{metric: value}`` becomes one unnamed row."""
+def _check_evaluation(evaluation) -> dict[str, dict[str, tuple[float, float | None]]]:
+    """Normalise to ``{dataset: {metric: (value, std or None)}}``; a flat ``{metric: value}`` becomes one unnamed row."""
     if evaluation is None:
         return {}
     if not isinstance(evaluation, dict):
         raise TypeError(f"evaluation must be a dict {{dataset: {{metric: value}}}}, got {type(evaluation).__name__}")
-    if evaluation and all(_is_number(v) for v in evaluation.values()):
+    if evaluation and all(_is_value(v) for v in evaluation.values()):
         evaluation = {"": evaluation}
     table = {}
     for dataset, metrics in evaluation.items():
         if not isinstance(metrics, dict):
             raise TypeError(f"evaluation[{dataset!r}] must be a dict {{metric: value}}, got {type(metrics).__name__}")
-        bad = [m for m, v in metrics.items() if not _is_number(v)]
+        bad = [m for m, v in metrics.items() if not _is_value(v)]
         if bad:
-            raise ValueError(f"evaluation[{dataset!r}] values must be numbers; bad metrics: {bad}")
-        table[str(dataset)] = {str(m): float(v) for m, v in metrics.items()}
+            raise ValueError(f"evaluation[{dataset!r}] values must be numbers or (mean, std) pairs; bad metrics: {bad}")
+        table[str(dataset)] = {
+            str(m): (float(v), None) if _is_number(v) else (float(v[0]), float(v[1])) for m, v in metrics.items()
+        }
     return table
+
+
+def _is_value(value) -> bool:
+    """A number, or a ``(mean, std)`` pair of numbers."""
+    pair = isinstance(value, (tuple, list)) and len(value) == 2 and all(_is_number(v) for v in value)
+    return _is_number(value) or pair
 
 
 def _is_number(value) -> bool:
@@ -247,15 +258,19 @@ def _training_section(training: dict) -> str:
     return "\n".join(rows)
 
 
-def _evaluation_section(evaluation: dict[str, dict[str, float]]) -> str:
+def _evaluation_section(evaluation: dict[str, dict[str, tuple[float, float | None]]], note: str | None = None) -> str:
     if not evaluation:
-        return "No evaluation results were recorded for this checkpoint."
+        return "No evaluation results were recorded for this checkpoint." + (f"\n\n{note}" if note else "")
     metrics = list(dict.fromkeys(m for row in evaluation.values() for m in row))
     rows = ["| dataset | " + " | ".join(_cell(m) for m in metrics) + " |", "| --- |" + " ---: |" * len(metrics)]
     for dataset, row in evaluation.items():
-        cells = [f"{row[m]:.4f}" if m in row else "" for m in metrics]
+        cells = [_format_metric(*row[m]) if m in row else "" for m in metrics]
         rows.append(f"| {_cell(dataset) or '-'} | " + " | ".join(cells) + " |")
-    return "\n".join(rows)
+    return "\n".join(rows) + (f"\n\n{note}" if note else "")
+
+
+def _format_metric(value: float, std: float | None) -> str:
+    return f"{value:.4f}" if std is None else f"{value:.4f} ± {std:.4f}"
 
 
 def _format_value(value: Any) -> str:

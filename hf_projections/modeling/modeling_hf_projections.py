@@ -66,11 +66,23 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         self.post_init()
 
     def _init_weights(self, module: nn.Module) -> None:
-        """Heads re-run their documented initialisation (``reset_parameters``), so ``post_init`` and
-        ``from_pretrained(..., ignore_mismatched_sizes=True)`` re-initialise a head of another shape; the backbone
-        is a ``PreTrainedModel`` with its own ``_init_weights``. Weights transformers loaded are left alone."""
+        """Each part of the head re-runs its documented initialisation (a layer's ``reset_parameters``, a head's
+        ``reset_own_parameters``), so ``post_init`` and ``from_pretrained(..., ignore_mismatched_sizes=True)``
+        re-initialise a head of another shape. Tensors transformers loaded (flagged ``_is_hf_initialized``) keep their
+        values; the backbone is a ``PreTrainedModel`` with its own ``_init_weights``."""
+        if not any(module is part for part in self.projection.modules()):
+            return
+        own = dict(module.named_parameters(recurse=False))
+        loaded = {name: p.detach().clone() for name, p in own.items() if getattr(p, "_is_hf_initialized", False)}
+        if not own or len(loaded) == len(own):
+            return
         if isinstance(module, ProjectionHead):
+            module.reset_own_parameters()
+        elif hasattr(module, "reset_parameters"):
             module.reset_parameters()
+        with torch.no_grad():
+            for name, value in loaded.items():
+                own[name].copy_(value)
 
     # ----------------------------------------------------------------- construction and persistence
 

@@ -20,6 +20,7 @@ from hf_projections.heads import build_projection, describe, init_from_linear, r
 from hf_projections.heads.base import ResidualHead
 from hf_projections.atomic import atomic_write_json
 from hf_projections.modeling import ColBERTModel, load_head, save_head
+from hf_projections.sweep.cards import write_head_cards
 from hf_projections.sweep.report import write_report, write_run_card
 from hf_projections.sweep.settings import SweepSettings
 from hf_projections.training.api import build_model
@@ -205,6 +206,7 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
                 handle.write(json.dumps(record) + "\n")
             records.append(record)
     write_report(records, settings, output, machine_info())
+    write_head_cards(output, output / "cards")
     return records
 
 
