@@ -79,7 +79,7 @@ def test_card_reads_details_attached_to_the_model(colbert):
 def test_bad_card_inputs_raise(colbert, tmp_path):
     with pytest.raises(TypeError, match="training must be a dict"):
         write_model_card(colbert, tmp_path, training=["steps"])
-    with pytest.raises(ValueError, match="values must be numbers; bad metrics: \\['ndcg@10'\\]"):
+    with pytest.raises(ValueError, match="values must be numbers or \\(mean, std\\) pairs; bad metrics: \\['ndcg@10'\\]"):
         write_model_card(colbert, tmp_path, evaluation={"scifact": {"ndcg@10": "high"}})
     with pytest.raises(TypeError, match="must be a dict \\{metric: value\\}"):
         write_model_card(colbert, tmp_path, evaluation={"scifact": 0.5, "arguana": [0.1]})

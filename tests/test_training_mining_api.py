@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModel
 
 from hf_projections import ColBERTModel, DenseEmbeddingModel
-from hf_projections.training import ProjectionTrainingArguments, mine_hard_negatives, train
+from hf_projections.training import ProjectionTrainingArguments, mine_hard_negatives, recipe_for, train
 
 PAIRS = {
     "query_id": ["q1", "q1", "q2", "q3"],
@@ -80,6 +80,7 @@ def test_train_top_k_dense_through_trainer(tiny_backbone, tmp_path):
     model = train(rows, ProjectionTrainingArguments(
         backbone=tiny_backbone, projection="linear", mode="top-1", max_steps=2, batch_size=4, dim=8,
         model_type="dense", output_dir=tmp_path / "run", logging_steps=1, save_steps=1, show_progress_bar=False,
+        use_cache=False,
     ))
     assert isinstance(model, DenseEmbeddingModel)
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
@@ -89,10 +90,20 @@ def test_train_top_k_dense_through_trainer(tiny_backbone, tmp_path):
     again = train(rows, ProjectionTrainingArguments(
         backbone=tiny_backbone, projection="linear", mode="top-1", max_steps=2, batch_size=4, dim=8,
         model_type="dense", output_dir=tmp_path / "run", save_steps=1, show_progress_bar=False,
-        resume_from_checkpoint=True,
+        resume_from_checkpoint=True, use_cache=False,
     ))
     for name, tensor in again.state_dict().items():
         torch.testing.assert_close(tensor, model.state_dict()[name])
+
+
+def test_top_k_caches_the_frozen_layers_by_default_on_bert_like_encoders(tiny_backbone, tmp_path):
+    rows = datasets.Dataset.from_dict({k: PAIRS[k] * 2 for k in PAIRS})
+    train(rows, ProjectionTrainingArguments(backbone=tiny_backbone, mode="top-1", max_steps=2, batch_size=4, dim=8,
+                                            output_dir=tmp_path / "run", cache_dir=tmp_path / "cache",
+                                            show_progress_bar=False))
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["cached"] and summary["arguments"]["use_cache"] is True
+    assert summary["learning_rates"] == {"backbone": recipe_for("top-1").backbone_lr, "head": recipe_for("top-1").head_lr}
 
 
 def test_train_rejects_bad_settings(tiny_backbone, tmp_path):

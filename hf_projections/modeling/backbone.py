@@ -91,10 +91,15 @@ def hidden_states_at(backbone: nn.Module, inputs: dict[str, torch.Tensor], layer
     return [captured[layer] for layer in layers]
 
 
+def supports_layerwise(backbone: nn.Module) -> bool:
+    """True when the backbone's blocks can run on stored states (:func:`run_layers`): BERT-like encoders."""
+    return getattr(getattr(backbone, "config", None), "model_type", None) in LAYERWISE_MODEL_TYPES
+
+
 def check_layerwise_backbone(backbone: nn.Module) -> nn.ModuleList:
     """The blocks of a BERT-like encoder whose blocks can run on stored states; ``ValueError`` otherwise."""
-    model_type = getattr(getattr(backbone, "config", None), "model_type", None)
-    if model_type not in LAYERWISE_MODEL_TYPES:
+    if not supports_layerwise(backbone):
+        model_type = getattr(getattr(backbone, "config", None), "model_type", None)
         raise ValueError(
             f"running the last layers on stored states (top-K training from the feature cache) supports BERT-like "
             f"encoders ({', '.join(LAYERWISE_MODEL_TYPES)}), got model_type={model_type!r} ({type(backbone).__name__}); "

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hf_projections.checks import positive_int
 from hf_projections.retrieval.search import maxsim_rerank, torch_threads
 from hf_projections.retrieval.store import EncodedCorpus
 
@@ -88,8 +89,7 @@ class TokenHNSWIndex:
         Returns ``scores`` ``(n_q, k)`` and ``indices`` ``(n_q, k)``; index -1 / score -inf where a query
         had fewer than ``k`` candidates.
         """
-        if not isinstance(k, int) or k < 1:
-            raise ValueError(f"k must be a positive int, got {k!r}")
+        positive_int("k", k)
         queries = list(query_embeddings)
         if exclude is not None and len(exclude) != len(queries):
             raise ValueError(f"exclude must hold one iterable of doc indices per query ({len(queries)}), got {len(exclude)}")

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Iterator, Sequence
 import numpy as np
 import torch
 
+from hf_projections.checks import positive_int
 from hf_projections.retrieval.store import EncodedCorpus
 
 Embeddings = Sequence[torch.Tensor] | torch.Tensor | EncodedCorpus
@@ -142,8 +143,7 @@ def maxsim_topk(
     corpus = _as_corpus(doc_embeddings)
     queries, dense_queries = _queries_as_list(query_embeddings)
     n_q, n_d = len(queries), len(corpus)
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    positive_int("k", k)
     if n_d == 0:
         raise ValueError("doc_embeddings is empty: nothing to search")
     if n_q and queries[0].shape[-1] != corpus.dim:
@@ -160,8 +160,8 @@ def maxsim_topk(
             f"({len(empty)} of {n_q} queries)"
         )
     for name, size in (("chunk_size", chunk_size), ("query_batch_size", query_batch_size)):
-        if size is not None and (not isinstance(size, int) or size < 1):
-            raise ValueError(f"{name} must be a positive int or None, got {size!r}")
+        if size is not None:
+            positive_int(name, size)
     k = min(k, n_d)
     device = torch.device(device) if device is not None else corpus.embeddings.device
     excluded = _exclusion_plan(exclude, n_q, n_d)

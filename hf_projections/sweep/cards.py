@@ -107,6 +107,8 @@ def write_head_cards(sweep_dir: str | os.PathLike, output_dir: str | os.PathLike
     if not results_path.is_file():
         raise FileNotFoundError(f"{results_path} is missing: not a finished sweep folder (run hf-projections sweep first)")
     rows = json.loads(results_path.read_text(encoding="utf-8"))["rows"]
-    heads = list(dict.fromkeys(row["head"] for row in rows))
+    heads = list(dict.fromkeys(row["head"] for row in rows if row.get("split", "test") == "test"))
+    if not heads:
+        raise ValueError(f"{results_path} holds no test-split results (a validation-only sweep): nothing for a card to report")
     return [atomic_write_text(output_dir / f"{head.replace('/', '_')}.md", head_card(sweep_dir, head, sweep_name))
             for head in heads]

@@ -206,7 +206,8 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
                 handle.write(json.dumps(record) + "\n")
             records.append(record)
     write_report(records, settings, output, machine_info())
-    write_head_cards(output, output / "cards")
+    if settings.eval_data:  # a validation-only sweep (for choices) has no test metrics to put in a card
+        write_head_cards(output, output / "cards")
     return records
 
 

@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass, field
 
 from hf_projections.checks import is_int as _is_int
-from hf_projections.checks import is_number
+from hf_projections.checks import is_number, non_negative_int, positive_int
 from hf_projections.training.arguments import ProjectionTrainingArguments
 from hf_projections.training.modes import parse_mode
 from hf_projections.training.recipes import recipe_for
@@ -164,16 +164,12 @@ class SweepSettings:
             raise ValueError(f"seeds must be a non-empty list of ints >= 0, got {self.seeds!r}")
         if len(set(self.heads)) != len(self.heads) or len(set(self.seeds)) != len(self.seeds):
             raise ValueError(f"heads and seeds must not repeat, got heads={list(self.heads)}, seeds={list(self.seeds)}")
-        if self.max_eval_queries is not None and (not _is_int(self.max_eval_queries) or self.max_eval_queries < 1):
-            raise ValueError(f"max_eval_queries must be a positive int or None, got {self.max_eval_queries!r}")
-        if self.train_threads is not None and (not _is_int(self.train_threads) or self.train_threads < 1):
-            raise ValueError(f"train_threads must be a positive int or None, got {self.train_threads!r}")
+        for name in ("max_eval_queries", "train_threads"):
+            if getattr(self, name) is not None:
+                positive_int(name, getattr(self, name))
         for name in ("steps", "batch_size", "dim", "query_max_length", "document_max_length"):
-            value = getattr(self, name)
-            if not _is_int(value) or value < 1:
-                raise ValueError(f"{name} must be a positive int, got {value!r}")
-        if not _is_int(self.validation_queries) or self.validation_queries < 0:
-            raise ValueError(f"validation_queries must be an int >= 0, got {self.validation_queries!r}")
+            positive_int(name, getattr(self, name))
+        non_negative_int("validation_queries", self.validation_queries)
         if not self.eval_data and not self.validation_queries:
             raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
         if self.branch_init not in BRANCH_INITS:

@@ -1,6 +1,6 @@
 """``train(data, args)``: from data set names to a saved, trained model (what ``hf-projections train`` calls).
 
-``head`` mode (and ``top-K`` with ``use_cache=True``) trains from cached backbone features in the package's loop;
+``head`` mode (and ``top-K`` on BERT-like encoders) trains from cached backbone features in the package's loop;
 ``full`` and ``top-K`` otherwise go through :class:`~hf_projections.training.trainer.ProjectionTrainer` with
 checkpoints and resume. Every setting comes from one :class:`ProjectionTrainingArguments`, whose unset fields take
 the measured recipe of the mode.
@@ -20,6 +20,7 @@ import torch
 from hf_projections.data import load_beir, load_training_pairs
 from hf_projections.atomic import atomic_write_json
 from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel
+from hf_projections.modeling.backbone import supports_layerwise
 from hf_projections.modeling.sources import load_model_config
 from hf_projections.training.arguments import ProjectionTrainingArguments, default_backbone
 from hf_projections.training.modes import set_trainable
@@ -107,6 +108,8 @@ def train(data: str | Sequence[str] | datasets.Dataset, args: ProjectionTraining
     started = time.time()
 
     model = build_model(args)
+    if args.use_cache is None:  # top-K: cache the frozen layers when the top ones can run on stored states
+        args = args.replace(use_cache=supports_layerwise(model.backbone))
     rows = load_pairs(data, max_pairs=args.max_pairs, seed=args.seed)
     rows = _with_negatives(rows, model, args)
     if len(rows) < args.batch_size:

@@ -108,7 +108,7 @@ class ProjectionTrainingArguments:
     precision: str = field(default="auto", metadata=_help("auto (bf16/fp16 on a GPU, fp32 on CPU), fp32, bf16 or fp16"))
     gradient_checkpointing: bool = field(default=False, metadata=_help("activation checkpointing of the backbone"))
     use_cache: bool | None = field(default=None, metadata=_help(
-        "train from cached backbone features (default: in head mode; top-K may too, BERT-like encoders)"))
+        "train from cached backbone features (default: in head mode, and in top-K mode for BERT-like encoders)"))
     cache_dir: str | None = field(default=None, metadata=_help("feature cache folder (default: $HF_PROJECTIONS_CACHE)"))
     cache_dtype: str = field(default="float16", metadata=_help("feature cache storage: float16 or float32"))
     show_progress_bar: bool = field(default=True, metadata=_help("progress bars"))
@@ -190,16 +190,17 @@ class ProjectionTrainingArguments:
         return recipe_for(self.mode, self.model_type)
 
     def resolved(self) -> ProjectionTrainingArguments:
-        """A copy with every recipe field set: the given values, the recipe's for those left ``None``, and
-        ``use_cache`` decided (on in ``head`` mode)."""
+        """A copy with every recipe field set: the given values, the recipe's for those left ``None``; ``use_cache``
+        is decided for ``head`` (on) and ``full`` (off), and for ``top-K`` by ``train()`` once the backbone is known."""
         recipe = self.recipe()
         changes: dict[str, Any] = {
             name: getattr(recipe, name) for name in RECIPE_FIELDS if getattr(self, name) is None
         }
         if self.mode == "head":
             changes.pop("backbone_lr", None)
-        if self.use_cache is None:
+        if self.use_cache is None and (self.mode in ("head", "full") or self.starbucks_pairs is not None):
             changes["use_cache"] = self.mode == "head" and self.starbucks_pairs is None
+        # top-K with use_cache None: train() caches when the backbone's top layers can run on stored states
         return dataclasses.replace(self, **changes)
 
     def replace(self, **changes) -> ProjectionTrainingArguments:

@@ -8,6 +8,9 @@ from typing import Any
 
 import torch
 
+from hf_projections.checks import non_negative_int
+
+
 def negative_columns(column_names: Sequence[str], prefix: str = "negative_") -> list[str]:
     """The ``negative_1, negative_2, ...`` columns present, in numeric order (gaps are an error)."""
     pattern = re.compile(rf"^{re.escape(prefix)}(\d+)$")
@@ -78,8 +81,8 @@ class ProjectionCollator:
     ):
         if not callable(getattr(model, "tokenize", None)):
             raise TypeError(f"model must have a tokenize(texts, is_query) method, got {type(model).__name__}")
-        if num_negatives is not None and (not isinstance(num_negatives, int) or num_negatives < 0):
-            raise ValueError(f"num_negatives must be a non-negative int or None, got {num_negatives!r}")
+        if num_negatives is not None:
+            non_negative_int("num_negatives", num_negatives)
         self.model = model
         self.query_column = query_column
         self.positive_column = positive_column

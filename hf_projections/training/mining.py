@@ -15,6 +15,8 @@ from collections.abc import Mapping, Sequence
 
 import datasets
 
+from hf_projections.checks import positive_int
+
 logger = logging.getLogger(__name__)
 
 def _query_keys(pairs: datasets.Dataset) -> list[str]:
@@ -81,8 +83,7 @@ def mine_hard_negatives(
     Rows whose query finds fewer than ``num_negatives`` non-relevant candidates get random non-relevant
     corpus documents (a warning tells how many).
     """
-    if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
-        raise ValueError(f"num_negatives must be a positive int, got {num_negatives!r}")
+    positive_int("num_negatives", num_negatives)
     for column in ("query", "positive"):
         if column not in pairs.column_names:
             raise ValueError(f"pairs need a {column!r} column, got {pairs.column_names}")
