@@ -256,7 +256,6 @@ def test_run_card_names_the_hub_id_of_the_offline_backbone(minilm_path, tmp_path
 def test_matryoshka_sweep_trains_nested_dims_and_reports_each(settings, tmp_path, monkeypatch):
     import torch
 
-    from hf_projections.evaluation import evaluate_embeddings
     from hf_projections.modeling import load_head
     from hf_projections.training.nested_losses import MatryoshkaLoss
 
@@ -275,17 +274,23 @@ def test_matryoshka_sweep_trains_nested_dims_and_reports_each(settings, tmp_path
     assert "Per Matryoshka dim (trained on dims 2, 4, 8, weights 1, 0.5, 2;" in table and "| head | dim | params |" in table
     assert sum(line.startswith("| `linear` | ") for line in table.splitlines()) == 4  # the main table + 3 dims
 
-    # The dim-2 row is what the saved head gives through the model's own truncate_dim (a backbone pass here).
+    # The dim-2 row is what the saved head gives through the model's own truncate_dim: the same token vectors (up to
+    # the fp16 storage of the sweep's cached states) and, scored from those caches, exactly the recorded metric.
     model = load_head(sweep_runner.build_sweep_model(matryoshka), tmp_path / "m" / "runs" / "linear" / "seed0" / "head")
     assert model.config.matryoshka_dims == [2, 4]
     eval_set = sweep_runner.EvalSet.load("tinyset")
+    pairs, _ = sweep_runner.load_pairs(matryoshka.resolved())
+    _, query_cache, doc_cache = sweep_runner.cache_features(model, pairs, {"tinyset": eval_set}, "head", tmp_path / "m" / "cache")
+    from hf_projections.training import encode_from_cache
+    from hf_projections.training.losses import truncate_embeddings
+
     with torch.no_grad():
-        result = evaluate_embeddings(
-            model.encode_queries(eval_set.query_texts, truncate_dim=2),
-            model.encode_documents(eval_set.doc_texts, truncate_dim=2),
-            eval_set.dataset.qrels, query_ids=eval_set.query_ids, doc_ids=eval_set.doc_ids,
-        )
-    assert result["metrics"]["ndcg@10"] == pytest.approx(float(next(r for r in rows if r["dim"] == "2")["ndcg@10"]), abs=1e-3)
+        direct = model.encode_documents(eval_set.doc_texts, truncate_dim=2)
+    cached = [truncate_embeddings(e, 2) for e in encode_from_cache(model, doc_cache, eval_set.doc_texts)]
+    for a, b in zip(direct, cached):
+        torch.testing.assert_close(a, b, atol=5e-3, rtol=0)
+    by_dim = sweep_runner._evaluate_from_cache(model, eval_set, query_cache, doc_cache, dims=(2, 4, 8))
+    assert by_dim[2]["metrics"]["ndcg@10"] == pytest.approx(float(next(r for r in rows if r["dim"] == "2")["ndcg@10"]), abs=1e-9)
     assert "matryoshka_dims=[2, 4]" in (tmp_path / "m" / "runs" / "linear" / "seed0" / "README.md").read_text()
 
 

@@ -24,6 +24,7 @@ from hf_projections.sweep.cards import write_head_cards
 from hf_projections.sweep.report import write_report, write_run_card
 from hf_projections.sweep.settings import SweepSettings
 from hf_projections.training.api import build_model
+from hf_projections.training.batching import passage_keys
 from hf_projections.training.cache import build_feature_cache
 from hf_projections.training.cached_encoding import encode_from_cache
 from hf_projections.training.cached_training import CachedPairs, cache_layer_for_mode, train_from_cache
@@ -128,6 +129,7 @@ def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache
         doc_cache,
         torch.tensor(query_cache.rows_of(train_queries)),
         torch.tensor(doc_cache.rows_of(positives)).view(-1, 1),
+        passages=passage_keys(pairs),
     )
     return train_data, query_cache, doc_cache
 

@@ -23,6 +23,7 @@ from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel
 from hf_projections.modeling.backbone import supports_layerwise
 from hf_projections.modeling.sources import load_model_config
 from hf_projections.training.arguments import ProjectionTrainingArguments, default_backbone
+from hf_projections.training.batching import SOURCE_COLUMN
 from hf_projections.training.modes import set_trainable
 from hf_projections.training.nested_losses import loss_for_training
 from hf_projections.training.trainer import TRAINING_LOG_NAME
@@ -36,8 +37,8 @@ SUMMARY_NAME = "train_summary.json"
 
 
 def load_pairs(data: str | Sequence[str] | datasets.Dataset, max_pairs: int | None = None, seed: int = 0) -> datasets.Dataset:
-    """Training rows from data set specs (``"scifact:train"``, ``"arguana-genq"``; several are concatenated,
-    ``max_pairs`` applies to each) or a ready ``datasets.Dataset``."""
+    """Training rows from data set specs (``"scifact:train"``, ``"arguana-genq"``; several are concatenated with a
+    ``source`` column naming each row's set, ``max_pairs`` applies to each) or a ready ``datasets.Dataset``."""
     import datasets
 
     if isinstance(data, datasets.Dataset):
@@ -47,7 +48,11 @@ def load_pairs(data: str | Sequence[str] | datasets.Dataset, max_pairs: int | No
     specs = [data] if isinstance(data, str) else list(data)
     if not specs:
         raise ValueError("data is empty: give at least one training set such as 'arguana-genq' or 'scifact:train'")
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"data names a training set twice: {specs}")
     parts = [load_training_pairs(spec, max_pairs=max_pairs, seed=seed) for spec in specs]
+    # The source of each row: batches hold one source each (training.batching), and negatives are mined per source.
+    parts = [part.add_column(SOURCE_COLUMN, [spec] * len(part)) for spec, part in zip(specs, parts)]
     return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
@@ -147,13 +152,21 @@ def _with_negatives(rows, model, args: ProjectionTrainingArguments):
     wanted = args.num_negatives
     if not wanted or hard_negative_count(rows) >= wanted:
         return rows
+    import datasets
+
     corpus = load_beir(args.negatives_corpus).corpus if args.negatives_corpus is not None else None
     existing = [c for c in rows.column_names if c.startswith("negative_")]
     if existing:
         logger.info("replacing %d existing negative columns by %d mined ones", len(existing), wanted)
         rows = rows.remove_columns(existing)
     miner = "bm25" if args.negatives_method == "bm25" else model
-    return mine_hard_negatives(rows, corpus, wanted, miner, seed=args.seed)
+    sources = list(dict.fromkeys(rows[SOURCE_COLUMN])) if SOURCE_COLUMN in rows.column_names else [None]
+    if corpus is not None or len(sources) == 1:
+        return mine_hard_negatives(rows, corpus, wanted, miner, seed=args.seed)
+    # Per source: each set's negatives come from its own passages (a debate argument is no negative for a trivia question).
+    parts = [mine_hard_negatives(rows.filter(lambda row, s=source: row[SOURCE_COLUMN] == s), None, wanted, miner,
+                                 seed=args.seed) for source in sources]
+    return datasets.concatenate_datasets(parts)
 
 
 def _train_cached(model, rows, args: ProjectionTrainingArguments, loss, log_path: Path) -> dict:

@@ -3,7 +3,8 @@
 No backbone pass runs over the frozen part during training: batches are padded hidden states gathered from two
 :class:`~hf_projections.training.feature_cache.FeatureCache` s (queries and documents), fed through
 ``model.project`` (after the last ``K`` layers, ``model.forward_from_layer``, for top-K) and the same losses as the
-token path, in the package's one loop (``training.loop.run_training_loop``).
+token path, in the package's one loop (``training.loop.run_training_loop``), in batches of one source without two
+rows of one passage (``training.batching``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hf_projections.modeling.backbone import backbone_layers, check_layerwise_backbone
+from hf_projections.training.batching import PassageBatchSampler, passage_keys, row_sources
 from hf_projections.training.cache import build_feature_cache
 from hf_projections.training.cached_encoding import cached_hidden_states, is_multi_vector
 from hf_projections.training.collator import document_groups, teacher_score_tensor
@@ -33,6 +35,8 @@ class CachedPairs(Dataset):
         query_rows: `(n,)` rows of ``query_cache``.
         document_rows: `(n, G)` rows of ``document_cache``, positive first then hard negatives.
         teacher_scores: `(n, G)` float32 or None.
+        passages: `n` keys naming each row's positive passage (default: its row in the document cache, i.e. its text).
+        sources: `n` training-set names (default: one source).
     """
 
     def __init__(
@@ -42,6 +46,8 @@ class CachedPairs(Dataset):
         query_rows: torch.Tensor,
         document_rows: torch.Tensor,
         teacher_scores: torch.Tensor | None = None,
+        passages: Sequence | None = None,
+        sources: Sequence[str] | None = None,
     ):
         if query_cache.layer != document_cache.layer:
             raise ValueError(f"query and document caches hold different layers ({query_cache.layer} vs {document_cache.layer})")
@@ -52,6 +58,11 @@ class CachedPairs(Dataset):
         self.query_rows = query_rows.long()
         self.document_rows = document_rows.long()
         self.teacher_scores = teacher_scores
+        # What batching needs: a key per row naming its positive passage, and its source (training set).
+        self.passages = list(passages) if passages is not None else self.document_rows[:, 0].tolist()
+        self.sources = list(sources) if sources is not None else None
+        if len(self.passages) != len(self.query_rows) or (self.sources is not None and len(self.sources) != len(self.query_rows)):
+            raise ValueError(f"passages and sources need one entry per row ({len(self.query_rows)} rows)")
 
     @property
     def layer(self) -> int | None:
@@ -134,7 +145,8 @@ def build_cached_pairs(
     query_rows = torch.tensor(query_cache.rows_of(queries))
     document_rows = torch.tensor(document_cache.rows_of(documents)).view(len(queries), group)
     teacher = teacher_score_tensor(records, teacher_column, group) if teacher_column in columns else None
-    return CachedPairs(query_cache, document_cache, query_rows, document_rows, teacher)
+    return CachedPairs(query_cache, document_cache, query_rows, document_rows, teacher,
+                       passages=passage_keys(rows, positive_column), sources=row_sources(rows))
 
 
 def embed_cached_batch(model, batch: dict[str, torch.Tensor], layer: int | None):
@@ -182,16 +194,19 @@ def train_from_cache(model, data: CachedPairs, args, loss: ProjectionLoss | None
     set_trainable(model, args.mode)
     device = next(model.parameters()).device
     dtype = next(model.projection.parameters()).dtype
-    loader = DataLoader(
-        data, batch_size=args.batch_size, shuffle=True, drop_last=True,
-        generator=torch.Generator().manual_seed(args.seed), collate_fn=lambda indices: data.collate(indices, dtype),
-    )
+    sampler = PassageBatchSampler(data.passages, args.batch_size, data.sources, seed=args.seed)
+    loader = DataLoader(data, batch_sampler=sampler, collate_fn=lambda indices: data.collate(indices, dtype))
     total_steps = args.max_steps or args.epochs * max(1, len(loader) // args.gradient_accumulation_steps)
+    epochs = iter(range(1 << 62))
+
+    def epoch():  # a new seeded order every epoch
+        sampler.set_epoch(next(epochs))
+        return loader
 
     def compute(batch):
         return cached_loss(model, {k: v.to(device) for k, v in batch.items()}, loss, data.layer)
 
     return run_training_loop(
-        model, lambda: loader, compute, args, total_steps=total_steps, n_rows=len(data),
+        model, epoch, compute, args, total_steps=total_steps, n_rows=len(data),
         batch_rows=lambda batch: len(batch["query_mask"]), log_path=log_path, description=f"Training ({args.mode}, cached)",
     )

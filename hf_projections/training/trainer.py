@@ -14,9 +14,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from hf_projections.atomic import atomic_write_text
+from hf_projections.training.batching import PassageBatchSampler, passage_keys, row_sources
 from hf_projections.training.collator import ProjectionCollator
 from hf_projections.training.losses import ProjectionLoss
 from hf_projections.training.loop import append_jsonl, build_parameter_groups, check_finite, learning_rates
@@ -144,6 +146,18 @@ class ProjectionTrainer(Trainer):
         self.head_learning_rate = head_learning_rate
         self.check_finite_loss = check_finite_loss
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
+
+    def get_train_dataloader(self):
+        """Batches of one source without two rows of one passage (``training.batching.PassageBatchSampler``: a
+        query's own positive is never one of its in-batch negatives), a new seeded order each epoch."""
+        if self.train_dataset is None:
+            raise ValueError("ProjectionTrainer: training requires a train_dataset")
+        dataset = self.train_dataset
+        sampler = PassageBatchSampler(passage_keys(dataset), self._train_batch_size, row_sources(dataset),
+                                      seed=self.args.seed)
+        loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=self.data_collator,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory)
+        return self.accelerator.prepare(loader)
 
     def create_optimizer(self, model=None):
         """The Trainer's optimizer class and settings, with separate head/backbone learning-rate groups."""
