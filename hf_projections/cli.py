@@ -1,4 +1,5 @@
-"""``hf-projections`` command line: list heads, train, evaluate, sweep, write model cards of a sweep.
+"""``hf-projections`` command line: list heads, train, evaluate, sweep, write model cards of a sweep, score
+distillation candidates with a teacher.
 
 Each subcommand parses its arguments here and calls one library function, so everything the CLI does is also
 available from Python; ``train``'s flags are generated from ``ProjectionTrainingArguments``, so the two never
@@ -142,6 +143,15 @@ def cmd_sweep(args: argparse.Namespace) -> None:
     run_sweep(settings, output_dir=args.output, cache_dir=args.cache_dir)
 
 
+def cmd_teacher_scores(args: argparse.Namespace) -> None:
+    from hf_projections.training.teacher_scores import build_distillation_data
+
+    folder = build_distillation_data(args.data, args.teacher, args.output, num_candidates=args.candidates,
+                                     negatives_method=args.negatives_method, max_pairs=args.max_pairs, seed=args.seed,
+                                     batch_size=args.batch_size)
+    print(f"wrote teacher scores to {folder}; train on them with: hf-projections train --data {folder} --loss distillation")
+
+
 def cmd_cards(args: argparse.Namespace) -> None:
     from hf_projections.sweep.cards import write_head_cards
 
@@ -208,6 +218,19 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--augment-queries", action=argparse.BooleanOptionalAction, default=None,
                        help="pad queries with attended [MASK] tokens (default: the recipe's)")
     sweep.set_defaults(func=cmd_sweep)
+
+    teacher = sub.add_parser("teacher-scores", help="mine candidates per training pair, score them with a teacher, "
+                             "write PyLate's distillation layout (for train --loss distillation)")
+    teacher.add_argument("--teacher", required=True, help="an hf-projections model or a sentence-transformers CrossEncoder")
+    teacher.add_argument("--data", action="append", required=True, help="training pairs (repeatable)")
+    teacher.add_argument("--output", required=True, help="folder for queries.jsonl, documents.jsonl, train.jsonl")
+    teacher.add_argument("--candidates", type=_positive(int), default=8, help="candidates per query: the positive + N-1 negatives")
+    teacher.add_argument("--negatives-method", choices=("bm25", "model"), default="bm25",
+                         help="how candidates are mined (model: the teacher itself ranks each source's passages)")
+    teacher.add_argument("--max-pairs", type=_positive(int), help="sample at most this many pairs per data set")
+    teacher.add_argument("--batch-size", type=_positive(int), default=32)
+    teacher.add_argument("--seed", type=int, default=0)
+    teacher.set_defaults(func=cmd_teacher_scores)
 
     cards = sub.add_parser("cards", help="write a model card per head of a finished sweep (mean ± std over seeds)")
     cards.add_argument("--sweep", required=True, help="the sweep's output folder (with results.json)")

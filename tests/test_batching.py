@@ -94,9 +94,9 @@ def test_several_training_sets_get_a_source_column_and_per_source_negatives(tiny
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["pairs"] == 24 and summary["steps"] == 3
 
-    from hf_projections.training.api import _with_negatives
+    from hf_projections.training.api import with_negatives
 
-    mined = _with_negatives(rows, None, args.resolved())
+    mined = with_negatives(rows, None, args.resolved())
     for source, negative in zip(mined["source"], mined["negative_1"]):
         assert ("cat" in negative) == (source == "cats")  # mined from the row's own set
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from hf_projections.checks import positive_int
 from hf_projections.data.beir import BeirDataset, load_beir
 from hf_projections.data.beir_files import DATA_ENV_VAR, find_file, iter_jsonl, join_title, require_str, resolve_data_dir
+from hf_projections.data.distillation import is_distillation_folder, read_distillation_rows
 
 if TYPE_CHECKING:
     import datasets
@@ -74,8 +75,9 @@ def load_training_pairs(spec: str, max_pairs: int | None = None, seed: int = 0) 
 
     Args:
         spec: ``"<name>:<split>"`` uses the judged pairs (score > 0) of that qrels split, e.g.
-            ``"scifact:train"``; ``"<name>"`` uses ``<folder>/train.jsonl(.gz)`` rows with ``query`` and
-            ``text`` columns, e.g. ``"arguana-genq"``.
+            ``"scifact:train"``; ``"<name>"`` (or a folder path) uses ``<folder>/train.jsonl(.gz)`` rows with
+            ``query`` and ``text`` columns, e.g. ``"arguana-genq"``, or a distillation folder (queries, documents,
+            candidate ids with teacher scores: ``data.distillation``), whose rows carry ``negative_i`` and ``scores``.
         max_pairs: keep a seeded random sample of at most this many pairs (file order is kept).
         seed: seed of that sample.
     """
@@ -94,8 +96,10 @@ def load_training_pairs(spec: str, max_pairs: int | None = None, seed: int = 0) 
                 f"use '<name>:<split>' for judged pairs of a BEIR set, or put {name}/train.jsonl(.gz) under "
                 f"{DATA_ENV_VAR}"
             )
-        path = find_file(folder, "train")
-        columns = _pairs_from_file(path)
+        if is_distillation_folder(folder):  # candidates with teacher scores (PyLate's layout)
+            columns = read_distillation_rows(folder)
+        else:
+            columns = _pairs_from_file(find_file(folder, "train"))
     total = len(columns["query"])
     if total == 0:
         raise ValueError(f"training spec {spec!r} gave no pairs")

@@ -116,7 +116,7 @@ def train(data: str | Sequence[str] | datasets.Dataset, args: ProjectionTraining
     if args.use_cache is None:  # top-K: cache the frozen layers when the top ones can run on stored states
         args = args.replace(use_cache=supports_layerwise(model.backbone))
     rows = load_pairs(data, max_pairs=args.max_pairs, seed=args.seed)
-    rows = _with_negatives(rows, model, args)
+    rows = with_negatives(rows, model, args)
     if len(rows) < args.batch_size:
         raise ValueError(f"batch_size={args.batch_size} is larger than the {len(rows)} training rows")
     counts = set_trainable(model, args.mode)
@@ -145,7 +145,7 @@ def train(data: str | Sequence[str] | datasets.Dataset, args: ProjectionTraining
     return model
 
 
-def _with_negatives(rows, model, args: ProjectionTrainingArguments):
+def with_negatives(rows, model, args: ProjectionTrainingArguments):
     """Rows with ``args.num_negatives`` hard negatives each, mined with ``args.negatives_method`` when missing."""
     from hf_projections.training.mining import hard_negative_count, mine_hard_negatives
 
