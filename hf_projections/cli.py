@@ -186,13 +186,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(func=cmd_eval)
 
     sweep = sub.add_parser("sweep", help="train and evaluate a grid of heads x seeds under one budget")
-    sweep.add_argument("--preset", default="quick", help="quick | paper | matryoshka")
+    sweep.add_argument("--preset", default="quick", help="quick | paper | matryoshka | data-8k | data-32k | data-120k")
     sweep.add_argument("--output", default="runs/sweep")
     sweep.add_argument("--cache-dir", help="backbone feature cache (default: OUTPUT/cache); shareable between sweeps")
     sweep.add_argument("--backbone")
     sweep.add_argument("--heads", type=_split_list, help="comma-separated presets (overrides the preset's grid)")
     sweep.add_argument("--seeds", type=_number_list(int))
-    sweep.add_argument("--train-data")
+    sweep.add_argument("--train-data", type=_split_list, help="training set(s), comma-separated (mixed: one set per batch)")
     sweep.add_argument("--eval-data", type=lambda v: [] if v.strip() == "none" else _split_list(v),
                        help="comma-separated BEIR sets scored on their test split; 'none' with --validation-queries")
     sweep.add_argument("--steps", type=int)

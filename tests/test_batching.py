@@ -86,7 +86,7 @@ def test_several_training_sets_get_a_source_column_and_per_source_negatives(tiny
     monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
     rows = load_pairs(["cats", "genes"])
     assert rows["source"] == ["cats"] * 12 + ["genes"] * 12
-    with pytest.raises(ValueError, match="names a training set twice"):
+    with pytest.raises(ValueError, match="a training set is named twice"):
         load_pairs(["cats", "cats"])
     args = ProjectionTrainingArguments(backbone=tiny_backbone, dim=8, batch_size=4, max_steps=3, num_negatives=1,
                                        output_dir=tmp_path / "run", cache_dir=tmp_path / "cache", show_progress_bar=False)
@@ -120,3 +120,38 @@ def test_trainer_batches_never_hold_two_queries_of_one_passage(tiny_backbone, tm
     assert len(batches) == len(loader) and all(len(batch) == 5 for batch in batches)
     assert all(len({passages[i] for i in batch}) == 5 for batch in batches)
     assert len(next(iter(loader))["query_input_ids"]) == 5
+
+
+def test_a_mix_caps_the_total_in_proportion_and_one_set_samples_as_before(tmp_path, monkeypatch):
+    from hf_projections.data import load_training_mix, load_training_pairs
+
+    _two_sources(tmp_path / "data")
+    (tmp_path / "data" / "cats" / "train.jsonl").write_text(
+        (tmp_path / "data" / "cats" / "train.jsonl").read_text() * 2)  # 24 cat rows, 12 gene rows
+    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
+    mix = load_training_mix(["cats", "genes"], max_pairs=10, seed=1)
+    assert sorted(mix["source"]) == ["cats"] * 7 + ["genes"] * 3  # 6.67 and 3.33: the larger remainder rounds up
+    alone = load_training_mix("cats", max_pairs=5, seed=1)
+    assert alone.remove_columns("source").to_list() == load_training_pairs("cats", max_pairs=5, seed=1).to_list()
+    assert len(load_training_mix(["cats", "genes"])) == 36
+
+
+def test_a_sweep_trains_on_several_sets_in_one_source_batches(tiny_backbone, tmp_path, monkeypatch):
+    from test_sweep import _write_data
+
+    from hf_projections.cli import main
+    from hf_projections.sweep import SweepSettings, run_sweep
+
+    _two_sources(tmp_path / "data")
+    _write_data(tmp_path / "data")
+    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
+    settings = SweepSettings(backbone=tiny_backbone, heads=("linear",), seeds=(0,), train_data=["cats", "genes"],
+                             max_pairs=20, eval_data=("tinyset",), steps=4, batch_size=4, dim=8, document_max_length=16)
+    assert settings.train_data == ("cats", "genes") and SweepSettings(train_data=["cats"]).train_data == "cats"
+    record = run_sweep(settings, tmp_path / "mix")[0]
+    assert record["train_steps"] == 4
+    assert "train `cats + genes` (20 pairs)" in (tmp_path / "mix" / "table.md").read_text()
+    assert main(["sweep", "--backbone", tiny_backbone, "--heads", "linear", "--seeds", "0", "--train-data", "cats,genes",
+                 "--eval-data", "tinyset", "--steps", "2", "--batch-size", "4", "--output", str(tmp_path / "cli")]) == 0
+    with pytest.raises(ValueError, match="train_data must name one training set or several different ones"):
+        SweepSettings(train_data=("cats", "cats"))

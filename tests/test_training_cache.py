@@ -219,3 +219,15 @@ def test_unsupported_backbone_has_clear_error():
     fake.config = FakeConfig()
     with pytest.raises(ValueError, match="BERT-like encoders"):
         check_layerwise_backbone(fake)
+
+
+def test_a_cache_over_more_texts_serves_a_subset(tiny_backbone, tmp_path):
+    model = make(ColBERTModel, tiny_backbone)
+    full = build_feature_cache(model, TEXTS + ["a new text", "another one"], is_query=False, cache_dir=tmp_path)
+    calls, _ = count_backbone_calls(model)
+    subset = build_feature_cache(model, TEXTS[:2], is_query=False, cache_dir=tmp_path)
+    assert calls == [] and subset.path == full.path  # no backbone pass: the larger cache holds both texts
+    assert build_feature_cache(model, TEXTS[:2], is_query=True, cache_dir=tmp_path).path != full.path  # queries differ
+    calls.clear()
+    other = build_feature_cache(model, ["a text the cache lacks"], is_query=False, cache_dir=tmp_path)
+    assert calls and other.path != full.path

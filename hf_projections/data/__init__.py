@@ -2,7 +2,7 @@
 
 from hf_projections.data.beir import BeirDataset, load_beir, load_beir_folder, load_beir_hub
 from hf_projections.data.beir_files import DATA_ENV_VAR, BeirFormatError, resolve_data_dir
-from hf_projections.data.pairs import holdout_split, load_training_pairs, pairs_to_beir
+from hf_projections.data.pairs import holdout_split, load_training_mix, load_training_pairs, pairs_to_beir
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -12,6 +12,7 @@ __all__ = [
     "load_beir",
     "load_beir_folder",
     "load_beir_hub",
+    "load_training_mix",
     "load_training_pairs",
     "pairs_to_beir",
     "resolve_data_dir",

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import os
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -109,6 +110,36 @@ def load_training_pairs(spec: str, max_pairs: int | None = None, seed: int = 0) 
     import datasets
 
     return datasets.Dataset.from_dict(columns)
+
+
+def load_training_mix(specs: str | Sequence[str], max_pairs: int | None = None, seed: int = 0) -> datasets.Dataset:
+    """The pairs of one or more training sets (see :func:`load_training_pairs`), with a ``source`` column naming each
+    row's set.
+
+    ``max_pairs`` caps the total: each set gives its share in proportion to its size (largest remainders), a seeded
+    sample of its rows in file order, so one set gives exactly ``load_training_pairs(spec, max_pairs, seed)``.
+    """
+    import datasets
+
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if not specs:
+        raise ValueError("no training set given: name at least one, e.g. 'arguana-genq' or 'scifact:train'")
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"a training set is named twice: {specs}")
+    if max_pairs is not None:
+        positive_int("max_pairs", max_pairs)
+    parts = [load_training_pairs(spec) for spec in specs]
+    sizes = [len(part) for part in parts]
+    total = sum(sizes)
+    if max_pairs is not None and max_pairs < total:
+        exact = [max_pairs * size / total for size in sizes]
+        quotas = [int(share) for share in exact]
+        for index in sorted(range(len(parts)), key=lambda i: exact[i] - quotas[i], reverse=True)[: max_pairs - sum(quotas)]:
+            quotas[index] += 1
+        parts = [part.select(sorted(random.Random(seed).sample(range(len(part)), quota))) if quota < len(part) else part
+                 for part, quota in zip(parts, quotas)]
+    parts = [part.add_column("source", [spec] * len(part)) for spec, part in zip(specs, parts)]
+    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
 
 
 def holdout_split(

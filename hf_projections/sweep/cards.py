@@ -78,7 +78,7 @@ def head_card(sweep_dir: str | os.PathLike, head: str, sweep_name: str | None = 
         f"(its table, plot and settings: `{sweep_dir.as_posix()}`)."
     )
     training = {
-        "datasets": [settings.train_data],
+        "datasets": list(settings.train_sets()),
         "pairs": settings.max_pairs or "all",
         "mode": settings.mode + (" (backbone frozen, head trained from cached features)" if settings.mode == "head" else ""),
         "steps": settings.steps,

@@ -174,7 +174,7 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
         )
     seeds = ", ".join(str(s) for s in settings.seeds)
     budget = (
-        f"mode `{settings.mode}`, train `{settings.train_data}` ({settings.max_pairs or 'all'} pairs), "
+        f"mode `{settings.mode}`, train `{settings.train_label()}` ({settings.max_pairs or 'all'} pairs), "
         f"{settings.steps} steps x batch {settings.batch_size}, head lr {settings.head_lr}{_backbone_lr(settings)}, "
         f"temperature {settings.temperature}, "
         f"query/document length {settings.query_max_length}/{settings.document_max_length}, "
@@ -184,7 +184,7 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
         f"seeds {seeds}; machine: {machine['platform']}, {machine['usable_cpus']} CPUs, torch {machine['torch']}"
     )
     atomic_write_text(output / "table.md", f"NDCG@10 x100; average over the test splits; {budget}\n\n{table}")
-    plot(summary, output / "results.png", title=f"{settings.train_data} -> {', '.join(settings.eval_data) or 'validation'}")
+    plot(summary, output / "results.png", title=f"{settings.train_label()} -> {', '.join(settings.eval_data) or 'validation'}")
     print(table)
     return table
 
@@ -218,7 +218,7 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
         library_name="hf-projections",
         base_model=hub_base_model(settings.backbone),  # the Hub id; None for a local folder the Hub cannot know
         tags=["colbert", "late-interaction", "hf-projections", "sentence-transformers"],
-        datasets=[settings.train_data],
+        datasets=list(settings.train_sets()),
     )
     evaluations = [(name, evaluation) for name, evaluation in record["eval"].items()]
     for dim, by_name in record.get("eval_by_dim", {}).items():  # Matryoshka dims, smallest first
@@ -241,7 +241,7 @@ def write_run_card(run_dir: Path, record: dict, settings) -> None:
 
 A `{record['head']}` projection head ({record['params']:,} parameters, {record['macs_per_token']:,} MACs per token)
 trained on cached `{settings.backbone}` features (mode `{settings.mode}`) with seed {record['seed']}:
-{settings.steps} steps x batch {settings.batch_size} of `{settings.train_data}` pairs, head lr {settings.head_lr}{_backbone_lr(settings)},
+{settings.steps} steps x batch {settings.batch_size} of `{settings.train_label()}` pairs, head lr {settings.head_lr}{_backbone_lr(settings)},
 temperature {settings.temperature}, in-batch negatives; {_tokenisation(settings)}. Final training loss
 {record['final_loss']:.4f}.
 

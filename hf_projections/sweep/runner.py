@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hf_projections.data import holdout_split, load_beir, load_training_pairs, pairs_to_beir
+from hf_projections.data import holdout_split, load_beir, load_training_mix, pairs_to_beir
 from hf_projections.evaluation import evaluate_embeddings, machine_info
 from hf_projections.heads import build_projection, describe, init_from_linear, resolve_spec
 from hf_projections.heads.base import ResidualHead
@@ -24,7 +24,7 @@ from hf_projections.sweep.cards import write_head_cards
 from hf_projections.sweep.report import write_report, write_run_card
 from hf_projections.sweep.settings import SweepSettings
 from hf_projections.training.api import build_model
-from hf_projections.training.batching import passage_keys
+from hf_projections.training.batching import passage_keys, row_sources
 from hf_projections.training.cache import build_feature_cache
 from hf_projections.training.cached_encoding import encode_from_cache
 from hf_projections.training.cached_training import CachedPairs, cache_layer_for_mode, train_from_cache
@@ -62,17 +62,17 @@ def load_pairs(settings: SweepSettings):
     Returns ``(train_pairs, validation)``: ``validation`` is ``None`` or ``{name: EvalSet}`` whose queries are
     the held-out training queries (none of them is trained on) and whose corpus is every passage of the pairs.
     """
-    pairs = load_training_pairs(settings.train_data, max_pairs=settings.max_pairs, seed=0)
+    pairs = load_training_mix(settings.train_sets(), max_pairs=settings.max_pairs, seed=0)
     if not settings.validation_queries:
         return pairs, None
     n_queries = len(set(pairs["query_id"]))
     if settings.validation_queries >= n_queries:
         raise ValueError(
             f"validation_queries={settings.validation_queries} must be smaller than the {n_queries} distinct "
-            f"training queries of {settings.train_data!r}"
+            f"training queries of {settings.train_label()!r}"
         )
     train, held_out = holdout_split(pairs, fraction=settings.validation_queries / n_queries, seed=0)
-    name = f"{settings.train_data}-val"
+    name = f"{'+'.join(settings.train_sets())}-val"
     corpus = dict(zip(pairs["positive_id"], pairs["positive"]))
     return train, {name: EvalSet.from_dataset(pairs_to_beir(held_out, corpus=corpus, name=name, split="validation"))}
 
@@ -130,6 +130,7 @@ def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache
         torch.tensor(query_cache.rows_of(train_queries)),
         torch.tensor(doc_cache.rows_of(positives)).view(-1, 1),
         passages=passage_keys(pairs),
+        sources=row_sources(pairs),
     )
     return train_data, query_cache, doc_cache
 

@@ -42,8 +42,10 @@ class SweepSettings:
         heads: projection presets (or JSON spec strings) to compare, no repeats; must include ``linear``, the
             baseline.
         seeds: one run per head per seed (ints >= 0, no repeats; the seed drives head init and batch order).
-        train_data: training pairs, e.g. ``arguana-genq`` (see ``load_training_pairs``).
-        max_pairs: subsample of the training pairs (seeded, the same for every run).
+        train_data: training pairs, e.g. ``arguana-genq`` (see ``load_training_pairs``), or several sets, e.g.
+            ``("squad", "nq-qed", "arguana-genq")``: batches then hold one set each (``training.batching``).
+        max_pairs: a seeded sample of at most this many training pairs in all (several sets: each in proportion
+            to its size), the same for every run; None: every pair.
         eval_data: BEIR sets evaluated on their ``test`` split.
         mode: ``head`` (frozen backbone, cached features) or ``top-K``.
         steps / batch_size: the optimisation budget (AdamW, linear warmup/decay); positive ints.
@@ -80,7 +82,7 @@ class SweepSettings:
     backbone: str | None = None
     heads: tuple[str, ...] = ("linear", "ffn2-x2-res")
     seeds: tuple[int, ...] = (0, 1)
-    train_data: str = "arguana-genq"
+    train_data: str | tuple[str, ...] = "arguana-genq"
     max_pairs: int | None = 8000
     eval_data: tuple[str, ...] = ("scifact", "arguana")
     mode: str = "head"
@@ -155,7 +157,22 @@ class SweepSettings:
             raise ValueError(f"unknown sweep preset {name!r}; known presets: {', '.join(PRESETS)}")
         return PRESETS[name]
 
+    def train_sets(self) -> tuple[str, ...]:
+        """``train_data`` as a tuple of training set names."""
+        return (self.train_data,) if isinstance(self.train_data, str) else tuple(self.train_data)
+
+    def train_label(self) -> str:
+        """The training sets in words, e.g. ``squad + nq-qed + arguana-genq``."""
+        return " + ".join(self.train_sets())
+
     def __post_init__(self):
+        sets = self.train_data if _is_sequence(self.train_data) else [self.train_data]
+        if not sets or not all(isinstance(name, str) and name for name in sets) or len(set(sets)) != len(sets):
+            raise ValueError(f"train_data must name one training set or several different ones, got {self.train_data!r}")
+        if _is_sequence(self.train_data):  # one set is stored as its name (as sweeps always recorded it)
+            object.__setattr__(self, "train_data", sets[0] if len(sets) == 1 else tuple(sets))
+        if self.max_pairs is not None:
+            positive_int("max_pairs", self.max_pairs)
         if not _is_sequence(self.heads) or not all(isinstance(h, str) and h for h in self.heads):
             raise ValueError(f"heads must be a list of preset names or JSON spec strings, got {self.heads!r}")
         if "linear" not in self.heads:
@@ -251,3 +268,17 @@ PRESETS: dict[str, SweepSettings] = {
     # The quick budget with Matryoshka training: NDCG@10 at 32/64/96/128 dims for linear vs ffn2-x2-res.
     "matryoshka": SweepSettings(max_eval_queries=300, matryoshka_dims=(32, 64, 96, 128)),
 }
+
+# The data-scale curve: linear vs the paper's residual FFN/GLU heads on ~8k / 32k / all 120,610 pairs of the three
+# training sets mixed (each size a seeded sample, every set in proportion to its size), one epoch per size
+# (steps = pairs // batch), 3 seeds, evaluated on SciFact, ArguAna and SQuAD dev (seeded 300 test queries each).
+DATA_SCALE_SETS = ("squad", "nq-qed", "arguana-genq")
+DATA_SCALE_HEADS = ("linear", "ffn2-x2-res", "geglu-x2-res", "swiglu-x2-res")
+DATA_SCALE_SIZES = {"data-8k": 8_000, "data-32k": 32_000, "data-120k": None}
+DATA_SCALE_PAIRS = 87_599 + 7_167 + 25_844  # squad + nq-qed + arguana-genq
+for _name, _pairs in DATA_SCALE_SIZES.items():
+    PRESETS[_name] = SweepSettings(
+        heads=DATA_SCALE_HEADS, seeds=(0, 1, 2), train_data=DATA_SCALE_SETS, max_pairs=_pairs,
+        eval_data=("scifact", "arguana", "squad-dev"), max_eval_queries=300,
+        steps=(_pairs or DATA_SCALE_PAIRS) // 32,
+    )

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
-from hf_projections.data import load_beir, load_training_pairs
+from hf_projections.data import load_beir, load_training_mix
 from hf_projections.atomic import atomic_write_json
 from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel
 from hf_projections.modeling.backbone import supports_layerwise
@@ -37,23 +37,16 @@ SUMMARY_NAME = "train_summary.json"
 
 
 def load_pairs(data: str | Sequence[str] | datasets.Dataset, max_pairs: int | None = None, seed: int = 0) -> datasets.Dataset:
-    """Training rows from data set specs (``"scifact:train"``, ``"arguana-genq"``; several are concatenated with a
-    ``source`` column naming each row's set, ``max_pairs`` applies to each) or a ready ``datasets.Dataset``."""
+    """Training rows from data set specs (``"arguana-genq"``, ``["squad", "nq-qed"]``; several get a ``source``
+    column and ``max_pairs`` caps their total, each set in proportion to its size: ``data.load_training_mix``) or a
+    ready ``datasets.Dataset``."""
     import datasets
 
     if isinstance(data, datasets.Dataset):
         if max_pairs is not None and max_pairs < len(data):
             return data.shuffle(seed=seed).select(range(max_pairs))
         return data
-    specs = [data] if isinstance(data, str) else list(data)
-    if not specs:
-        raise ValueError("data is empty: give at least one training set such as 'arguana-genq' or 'scifact:train'")
-    if len(set(specs)) != len(specs):
-        raise ValueError(f"data names a training set twice: {specs}")
-    parts = [load_training_pairs(spec, max_pairs=max_pairs, seed=seed) for spec in specs]
-    # The source of each row: batches hold one source each (training.batching), and negatives are mined per source.
-    parts = [part.add_column(SOURCE_COLUMN, [spec] * len(part)) for spec, part in zip(specs, parts)]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return load_training_mix(data, max_pairs=max_pairs, seed=seed)
 
 
 def build_model(args: ProjectionTrainingArguments):

@@ -91,7 +91,8 @@ class ProjectionTrainingArguments:
     temperature: float | None = field(default=None, metadata=_help("contrastive temperature (default: the recipe's)"))
     normalize_scores: bool = field(default=False, metadata=_help(
         "divide MaxSim sums by the query's token count (then use a temperature near 0.02-0.05)"))
-    max_pairs: int | None = field(default=None, metadata=_help("sample at most this many pairs per data set"))
+    max_pairs: int | None = field(default=None, metadata=_help(
+        "sample at most this many pairs in all (several data sets: each in proportion to its size)"))
     num_negatives: int | None = field(default=None, metadata=_help(
         "hard negatives per pair (missing ones are mined; default: the negative_i columns the rows have)"))
     negatives_method: str = field(default="bm25", metadata=_help("how to mine negatives: bm25 or model"))

@@ -56,7 +56,8 @@ def build_feature_cache(
     batch_size: int = 64,
     show_progress_bar: bool | None = None,
 ) -> FeatureCache:
-    """Return the cache of ``texts`` (building it unless an identical one exists).
+    """Return a cache holding ``texts``: an identical one, else one built the same way over more texts
+    (:func:`find_covering_cache`), else a new one.
 
     Args:
         model: ``ColBERTModel`` / ``DenseEmbeddingModel`` (its backbone, tokenizer and length settings are used).
@@ -85,6 +86,9 @@ def build_feature_cache(
     final = root / key
     if (final / "meta.json").exists():
         return FeatureCache(final)
+    covering = find_covering_cache(root, description, unique)
+    if covering is not None:
+        return covering
 
     root.mkdir(parents=True, exist_ok=True)
     _remove_abandoned_builds(root)
@@ -113,6 +117,28 @@ def build_feature_cache(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return FeatureCache(final)
+
+
+def find_covering_cache(root: Path, description: dict, texts: Sequence[str]) -> FeatureCache | None:
+    """A cache under ``root`` made the same way as ``description`` (same backbone weights, tokenizer, settings,
+    layer and dtype) that holds every one of ``texts`` among others, or None: a sweep over a sample of a corpus
+    reads the states of a cache built for more of it (each text's states do not depend on the other texts)."""
+    same = {k: v for k, v in description.items() if k not in ("texts", "n_texts")}
+    for meta_path in sorted(root.glob("*/meta.json")):
+        try:
+            meta = json.loads(meta_path.read_text(encoding="utf-8"))
+            other = meta["description"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if {k: v for k, v in other.items() if k not in ("texts", "n_texts")} != same or other["n_texts"] <= len(texts):
+            continue
+        cache = FeatureCache(meta_path.parent)
+        try:
+            cache.rows_of(texts)
+        except KeyError:
+            continue
+        return cache
+    return None
 
 
 def _remove_abandoned_builds(root: Path) -> None:
