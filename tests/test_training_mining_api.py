@@ -119,3 +119,31 @@ def test_train_rejects_bad_settings(tiny_backbone, tmp_path):
     with pytest.raises(ValueError, match="batch_size=32 is larger"):
         train(rows, ProjectionTrainingArguments(backbone=tiny_backbone, mode="head", output_dir=tmp_path,
                                                 cache_dir=tmp_path / "c"))
+
+
+@pytest.mark.parametrize(("changes", "field"), [
+    ({"head_lr": 0}, "head_lr"), ({"backbone_lr": float("nan"), "mode": "full"}, "backbone_lr"),
+    ({"temperature": -1}, "temperature"), ({"batch_size": 0}, "batch_size"), ({"epochs": True}, "epochs"),
+    ({"max_steps": 2.5}, "max_steps"), ({"warmup_ratio": 1.5}, "warmup_ratio"), ({"weight_decay": -0.1}, "weight_decay"),
+    ({"markers": "yes"}, "markers"), ({"loss": "hinge"}, "loss"), ({"precision": "fp8"}, "precision"),
+    ({"cache_dtype": "int8"}, "cache_dtype"), ({"negatives_method": "dense"}, "negatives_method"),
+    ({"projection": "ffn9"}, "projection"), ({"matryoshka_dims": [0, 8]}, "matryoshka_dims"),
+    ({"matryoshka_weights": [1.0]}, "matryoshka_weights"), ({"num_negatives": -1}, "num_negatives"),
+])
+def test_bad_training_arguments_name_the_field(changes, field):
+    with pytest.raises(ValueError, match=field):
+        ProjectionTrainingArguments(**changes)
+
+
+def test_resolved_arguments_take_the_recipe_of_their_mode_and_keep_what_was_given():
+    head = ProjectionTrainingArguments().resolved()
+    recipe = recipe_for("head")
+    assert (head.projection, head.head_lr, head.backbone_lr, head.temperature, head.markers, head.use_cache) == (
+        recipe.projection, recipe.head_lr, None, recipe.temperature, recipe.markers, True)
+    full = ProjectionTrainingArguments(mode="full", temperature=0.5).resolved()
+    assert (full.backbone_lr, full.temperature, full.use_cache) == (recipe_for("full").backbone_lr, 0.5, False)
+    # resolving an unresolved copy after a mode change gives the new mode's recipe, not the old one's
+    top = ProjectionTrainingArguments().replace(mode="top-2").resolved()
+    assert top.backbone_lr == recipe_for("top-2").backbone_lr and top.use_cache is None  # train() decides the cache
+    dense = ProjectionTrainingArguments(model_type="dense").resolved()
+    assert dense.temperature == recipe_for("head", "dense").temperature == 0.05
