@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output", type=Path, default=Path("runs/data-scale"))
     parser.add_argument("--presets", default=",".join(DATA_SCALE_SIZES), help="comma-separated data-scale presets")
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the presets')")
+    parser.add_argument("--heads", default=None, help="comma-separated heads (default: the presets'); a later run "
+                        "with more heads adds them to the same folders")
     parser.add_argument("--report-only", action="store_true", help="only summarise the runs already finished")
     return parser.parse_args(argv)
 
@@ -128,6 +130,8 @@ def main(argv=None, **changes) -> dict:
             settings = PRESETS[name].replace(backbone=backbone, **changes)
             if args.seeds:
                 settings = settings.replace(seeds=[int(s) for s in args.seeds.split(",")])
+            if args.heads:
+                settings = settings.replace(heads=[h.strip() for h in args.heads.split(",") if h.strip()])
             run_sweep(settings, folders[name], cache_dir=args.output / "cache")
     summary = summarise_scale(folders)
     atomic_write_json(args.output / "data_scale.json", summary)

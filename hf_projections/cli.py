@@ -1,5 +1,5 @@
-"""``hf-projections`` command line: list heads, train, evaluate, sweep, write model cards of a sweep, score
-distillation candidates with a teacher.
+"""``hf-projections`` command line: list heads, train, evaluate, index and search a corpus, sweep, write model cards of
+a sweep, score distillation candidates with a teacher.
 
 Each subcommand parses its arguments here and calls one library function, so everything the CLI does is also
 available from Python; ``train``'s flags are generated from ``ProjectionTrainingArguments``, so the two never
@@ -103,11 +103,67 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from hf_projections.evaluation import format_table, load_model, run_evaluation
+    from hf_projections.evaluation import format_table, load_model, run_evaluation, write_json
 
+    if args.index:
+        from hf_projections.evaluation.index_eval import evaluate_index
+
+        names = args.data or [None]
+        results = [evaluate_index(args.index, name, split=args.split, batch_size=args.batch_size) for name in names]
+        if args.json:
+            write_json(args.json, results, index=args.index, split=args.split)
+        print(format_table(results))
+        return
+    if not args.model:
+        raise ValueError("eval needs --model DIR (a saved hf-projections model) or --index DIR (a built index)")
     model = load_model(args.model)
-    results = run_evaluation(model, args.data, split=args.split, batch_size=args.batch_size, json_path=args.json)
+    results = run_evaluation(model, args.data or ["scifact"], split=args.split, batch_size=args.batch_size,
+                             json_path=args.json)
     print(format_table(results))
+
+
+def _read_corpus_argument(data: str) -> tuple[dict[str, str], str]:
+    """``(corpus, source)`` from a data set name or a ``corpus.jsonl(.gz)`` file."""
+    from pathlib import Path
+
+    from hf_projections.data import load_beir
+    from hf_projections.data.beir_files import read_corpus
+
+    if data.endswith((".jsonl", ".jsonl.gz")):
+        if not Path(data).is_file():
+            raise FileNotFoundError(f"no corpus file {data}: give a data set name or a corpus.jsonl(.gz) file")
+        return read_corpus(data), ""
+    return load_beir(data, "test").corpus, data
+
+
+def cmd_index(args: argparse.Namespace) -> None:
+    from hf_projections.evaluation import load_model
+    from hf_projections.retrieval.indexing import build_index
+
+    corpus, source = _read_corpus_argument(args.data)
+    model = load_model(args.model)
+    options = {key: value for key, value in (("url", args.url), ("collection", args.collection)) if value}
+    index = build_index(model, corpus, args.path, backend=args.backend, model_name=args.model, source=source,
+                        chunk_size=args.chunk_size, batch_size=args.batch_size, options=options)
+    print(f"indexed {len(index)} documents into {args.path} ({args.backend})")
+    index.close()
+
+
+def cmd_search(args: argparse.Namespace) -> None:
+    from hf_projections.evaluation import load_model
+    from hf_projections.retrieval.indexing import open_index, search_texts
+
+    index = open_index(args.index)
+    try:
+        model = load_model(index.manifest.model)
+        scores, ids = search_texts(model, index, args.query, k=args.k)
+        for query, row_ids, row_scores in zip(args.query, ids, scores.tolist()):
+            print(f"query: {query}")
+            for rank, (doc_id, score) in enumerate(zip(row_ids, row_scores), start=1):
+                text = " ".join(index.text(doc_id).split())
+                print(f"{rank:>3}. {score:8.4f}  {doc_id}  {text[:100]}{'...' if len(text) > 100 else ''}")
+    finally:
+        index.close()
 
 
 def cmd_sweep(args: argparse.Namespace) -> None:
@@ -177,16 +233,36 @@ def build_parser() -> argparse.ArgumentParser:
     add_dataclass_arguments(train, ProjectionTrainingArguments)
     train.set_defaults(func=cmd_train)
 
-    evaluate = sub.add_parser("eval", help="evaluate a saved model on BEIR-format data sets")
-    evaluate.add_argument("--model", required=True, help="a folder saved by hf-projections (or a Hub id)")
-    evaluate.add_argument("--data", type=_split_list, default=["scifact"], help="comma-separated data set names")
+    evaluate = sub.add_parser("eval", help="evaluate a saved model (or a built index) on BEIR-format data sets")
+    evaluate.add_argument("--model", help="a folder saved by hf-projections (or a Hub id)")
+    evaluate.add_argument("--index", help="score this built index instead (its model encodes the queries)")
+    evaluate.add_argument("--data", type=_split_list, help="comma-separated data set names (default: scifact; with "
+                          "--index, the set it was built from)")
     evaluate.add_argument("--split", default="test")
     evaluate.add_argument("--batch-size", type=_positive(int), default=32)
     evaluate.add_argument("--json", help="write the results as JSON here")
     evaluate.set_defaults(func=cmd_eval)
 
+    index = sub.add_parser("index", help="encode a corpus with a model into an index (resumable: run it again to go on)")
+    index.add_argument("--model", required=True, help="a folder saved by hf-projections (or a Hub id)")
+    index.add_argument("--data", required=True, help="a data set name (its corpus) or a corpus.jsonl(.gz) file")
+    index.add_argument("--backend", choices=("exact", "qdrant"), default="exact",
+                       help="exact: safetensors shards, exact MaxSim; qdrant: a Qdrant collection (embedded by default)")
+    index.add_argument("--path", required=True, help="the index folder")
+    index.add_argument("--url", help="qdrant: a Qdrant server or cluster instead of the embedded store")
+    index.add_argument("--collection", help="qdrant: the collection name (default: documents)")
+    index.add_argument("--chunk-size", type=_positive(int), default=512, help="documents per resumable build step")
+    index.add_argument("--batch-size", type=_positive(int), default=32)
+    index.set_defaults(func=cmd_index)
+
+    search = sub.add_parser("search", help="search a built index with query texts")
+    search.add_argument("--index", required=True, help="the index folder")
+    search.add_argument("--k", type=_positive(int), default=10)
+    search.add_argument("query", nargs="+", help="one or more query texts")
+    search.set_defaults(func=cmd_search)
+
     sweep = sub.add_parser("sweep", help="train and evaluate a grid of heads x seeds under one budget")
-    sweep.add_argument("--preset", default="quick", help="quick | paper | matryoshka | data-8k | data-32k | data-120k")
+    sweep.add_argument("--preset", default="quick", help="quick | paper | matryoshka | data-8k | data-32k | data-120k | gpu-paper")
     sweep.add_argument("--output", default="runs/sweep")
     sweep.add_argument("--cache-dir", help="backbone feature cache (default: OUTPUT/cache); shareable between sweeps")
     sweep.add_argument("--backbone")

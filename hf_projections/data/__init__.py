@@ -2,7 +2,14 @@
 
 from hf_projections.data.beir import BeirDataset, load_beir, load_beir_folder, load_beir_hub
 from hf_projections.data.beir_files import DATA_ENV_VAR, BeirFormatError, resolve_data_dir
-from hf_projections.data.pairs import holdout_split, load_training_mix, load_training_pairs, pairs_to_beir
+from hf_projections.data.pairs import (
+    holdout_split,
+    load_training_mix,
+    load_training_pairs,
+    pairs_to_beir,
+    read_training_mix,
+    read_training_pairs,
+)
 
 __all__ = [
     "DATA_ENV_VAR",
@@ -14,6 +21,8 @@ __all__ = [
     "load_beir_hub",
     "load_training_mix",
     "load_training_pairs",
+    "read_training_mix",
+    "read_training_pairs",
     "pairs_to_beir",
     "resolve_data_dir",
 ]

@@ -23,6 +23,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN_PAIR_FILES = ("train.jsonl", "train.jsonl.gz")
 PAIR_COLUMNS = ("query_id", "query", "positive_id", "positive")
+SOURCE_COLUMN = "source"  # which training set a mixed row came from
 
 
 def _pairs_from_qrels(dataset: BeirDataset) -> dict[str, list]:
@@ -69,19 +70,8 @@ def _pairs_from_file(path: Path) -> dict[str, list]:
     return columns
 
 
-def load_training_pairs(spec: str, max_pairs: int | None = None, seed: int = 0) -> datasets.Dataset:
-    """Load (query, positive) training pairs as a ``datasets.Dataset``.
-
-    Columns: ``query_id``, ``query``, ``positive_id``, ``positive`` (title + " " + text), one row per pair.
-
-    Args:
-        spec: ``"<name>:<split>"`` uses the judged pairs (score > 0) of that qrels split, e.g.
-            ``"scifact:train"``; ``"<name>"`` (or a folder path) uses ``<folder>/train.jsonl(.gz)`` rows with
-            ``query`` and ``text`` columns, e.g. ``"arguana-genq"``, or a distillation folder (queries, documents,
-            candidate ids with teacher scores: ``data.distillation``), whose rows carry ``negative_i`` and ``scores``.
-        max_pairs: keep a seeded random sample of at most this many pairs (file order is kept).
-        seed: seed of that sample.
-    """
+def read_training_pairs(spec: str, max_pairs: int | None = None, seed: int = 0) -> dict[str, list]:
+    """The rows :func:`load_training_pairs` gives, as plain columns ``{name: [values]}`` (no ``datasets`` needed)."""
     if not isinstance(spec, str) or not spec.strip():
         raise ValueError(f"spec must be '<name>:<split>' or '<name>', got {spec!r}")
     if max_pairs is not None:
@@ -105,11 +95,59 @@ def load_training_pairs(spec: str, max_pairs: int | None = None, seed: int = 0) 
     if total == 0:
         raise ValueError(f"training spec {spec!r} gave no pairs")
     if max_pairs is not None and max_pairs < total:
-        keep = sorted(random.Random(seed).sample(range(total), max_pairs))
-        columns = {key: [values[i] for i in keep] for key, values in columns.items()}
+        columns = _select(columns, sorted(random.Random(seed).sample(range(total), max_pairs)))
+    return columns
+
+
+def _select(columns: dict[str, list], rows: Sequence[int]) -> dict[str, list]:
+    return {key: [values[i] for i in rows] for key, values in columns.items()}
+
+
+def load_training_pairs(spec: str, max_pairs: int | None = None, seed: int = 0) -> datasets.Dataset:
+    """Load (query, positive) training pairs as a ``datasets.Dataset``.
+
+    Columns: ``query_id``, ``query``, ``positive_id``, ``positive`` (title + " " + text), one row per pair.
+
+    Args:
+        spec: ``"<name>:<split>"`` uses the judged pairs (score > 0) of that qrels split, e.g.
+            ``"scifact:train"``; ``"<name>"`` (or a folder path) uses ``<folder>/train.jsonl(.gz)`` rows with
+            ``query`` and ``text`` columns, e.g. ``"arguana-genq"``, or a distillation folder (queries, documents,
+            candidate ids with teacher scores: ``data.distillation``), whose rows carry ``negative_i`` and ``scores``.
+        max_pairs: keep a seeded random sample of at most this many pairs (file order is kept).
+        seed: seed of that sample.
+    """
     import datasets
 
-    return datasets.Dataset.from_dict(columns)
+    return datasets.Dataset.from_dict(read_training_pairs(spec, max_pairs, seed))
+
+
+def read_training_mix(specs: str | Sequence[str], max_pairs: int | None = None, seed: int = 0) -> dict[str, list]:
+    """The rows :func:`load_training_mix` gives, as plain columns ``{name: [values]}`` (no ``datasets`` needed)."""
+    specs = [specs] if isinstance(specs, str) else list(specs)
+    if not specs:
+        raise ValueError("no training set given: name at least one, e.g. 'arguana-genq' or 'scifact:train'")
+    if len(set(specs)) != len(specs):
+        raise ValueError(f"a training set is named twice: {specs}")
+    if max_pairs is not None:
+        positive_int("max_pairs", max_pairs)
+    parts = [read_training_pairs(spec) for spec in specs]
+    sizes = [len(part["query"]) for part in parts]
+    total = sum(sizes)
+    if max_pairs is not None and max_pairs < total:
+        exact = [max_pairs * size / total for size in sizes]
+        quotas = [int(share) for share in exact]
+        for index in sorted(range(len(parts)), key=lambda i: exact[i] - quotas[i], reverse=True)[: max_pairs - sum(quotas)]:
+            quotas[index] += 1
+        parts = [_select(part, sorted(random.Random(seed).sample(range(size), quota))) if quota < size else part
+                 for part, size, quota in zip(parts, sizes, quotas)]
+    mixed: dict[str, list] = {}
+    for spec, part in zip(specs, parts):
+        if mixed and set(part) != set(mixed) - {SOURCE_COLUMN}:
+            raise ValueError(f"training sets {specs} have different columns and cannot be mixed")
+        for key, values in part.items():
+            mixed.setdefault(key, []).extend(values)
+        mixed.setdefault(SOURCE_COLUMN, []).extend([spec] * len(part["query"]))
+    return mixed
 
 
 def load_training_mix(specs: str | Sequence[str], max_pairs: int | None = None, seed: int = 0) -> datasets.Dataset:
@@ -121,25 +159,7 @@ def load_training_mix(specs: str | Sequence[str], max_pairs: int | None = None, 
     """
     import datasets
 
-    specs = [specs] if isinstance(specs, str) else list(specs)
-    if not specs:
-        raise ValueError("no training set given: name at least one, e.g. 'arguana-genq' or 'scifact:train'")
-    if len(set(specs)) != len(specs):
-        raise ValueError(f"a training set is named twice: {specs}")
-    if max_pairs is not None:
-        positive_int("max_pairs", max_pairs)
-    parts = [load_training_pairs(spec) for spec in specs]
-    sizes = [len(part) for part in parts]
-    total = sum(sizes)
-    if max_pairs is not None and max_pairs < total:
-        exact = [max_pairs * size / total for size in sizes]
-        quotas = [int(share) for share in exact]
-        for index in sorted(range(len(parts)), key=lambda i: exact[i] - quotas[i], reverse=True)[: max_pairs - sum(quotas)]:
-            quotas[index] += 1
-        parts = [part.select(sorted(random.Random(seed).sample(range(len(part)), quota))) if quota < len(part) else part
-                 for part, quota in zip(parts, quotas)]
-    parts = [part.add_column("source", [spec] * len(part)) for spec, part in zip(specs, parts)]
-    return parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+    return datasets.Dataset.from_dict(read_training_mix(specs, max_pairs, seed))
 
 
 def holdout_split(

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from hf_projections.data import holdout_split, load_beir, load_training_mix, pairs_to_beir
+from hf_projections.data import holdout_split, load_beir, pairs_to_beir, read_training_mix
 from hf_projections.evaluation import evaluate_embeddings, machine_info
 from hf_projections.heads import build_projection, describe, init_from_linear, resolve_spec
 from hf_projections.heads.base import ResidualHead
@@ -22,7 +22,7 @@ from hf_projections.atomic import atomic_write_json
 from hf_projections.modeling import ColBERTModel, load_head, save_head
 from hf_projections.sweep.cards import write_head_cards
 from hf_projections.sweep.report import write_report, write_run_card
-from hf_projections.sweep.settings import SweepSettings
+from hf_projections.sweep.settings import NOT_BUDGET_FIELDS, SweepSettings
 from hf_projections.training.api import build_model
 from hf_projections.training.batching import passage_keys, row_sources
 from hf_projections.training.cache import build_feature_cache
@@ -62,9 +62,12 @@ def load_pairs(settings: SweepSettings):
     Returns ``(train_pairs, validation)``: ``validation`` is ``None`` or ``{name: EvalSet}`` whose queries are
     the held-out training queries (none of them is trained on) and whose corpus is every passage of the pairs.
     """
-    pairs = load_training_mix(settings.train_sets(), max_pairs=settings.max_pairs, seed=0)
+    pairs = read_training_mix(settings.train_sets(), max_pairs=settings.max_pairs, seed=0)
     if not settings.validation_queries:
-        return pairs, None
+        return pairs, None  # plain columns: a sweep without held-out queries needs no ``datasets``
+    import datasets
+
+    pairs = datasets.Dataset.from_dict(pairs)
     n_queries = len(set(pairs["query_id"]))
     if settings.validation_queries >= n_queries:
         raise ValueError(
@@ -99,8 +102,8 @@ def _check_resumable(output: Path, settings: SweepSettings) -> None:
     saved = output / "settings.json"
     if saved.exists():
         previous = SweepSettings.from_dict(json.loads(saved.read_text(encoding="utf-8"))).resolved().to_dict()
-        # Heads and seeds may grow between sessions, and thread counts do not change results.
-        budget = {k: v for k, v in settings.to_dict().items() if k not in ("heads", "seeds", "train_threads")}
+        # Heads and seeds may grow between sessions; thread counts and the device do not change the recipe.
+        budget = {k: v for k, v in settings.to_dict().items() if k not in NOT_BUDGET_FIELDS}
         old_budget = {k: (tuple(v) if isinstance(v, list) else v) for k, v in previous.items() if k in budget}
         if old_budget != budget:
             changed = sorted(k for k in budget if old_budget.get(k) != budget[k])
@@ -135,7 +138,7 @@ def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache
     return train_data, query_cache, doc_cache
 
 
-def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache, dims: tuple[int, ...] = ()) -> dict:
+def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache, dims: tuple[int, ...] = (), device=None) -> dict:
     """Metrics at the full dim; with ``dims``, ``{dim: result}`` for each of them (the full dim included).
 
     Encodes once at the full dim; a smaller dim keeps the first ``d`` features of each (token) embedding and
@@ -160,16 +163,20 @@ def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache, dims:
             query_ids=eval_set.query_ids,
             doc_ids=eval_set.doc_ids,
             ignore_identical_ids=eval_set.dataset.ignore_identical_ids,
+            device=device,
         )
         results[dim] = {"metrics": result["metrics"], "seconds": time.perf_counter() - started}
     return results if dims else results[full_dim]
 
 
-def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | Path | None = None) -> list[dict]:
+def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | Path | None = None,
+              time_limit: float | None = None) -> list[dict]:
     """Train and evaluate every head x seed of ``settings``; write runs, tables, plot and cards to ``output_dir``.
 
     ``cache_dir`` (default ``output_dir/cache``) holds the backbone features; sweeps over the same texts and
-    backbone can share one (its entries are keyed by everything they depend on).
+    backbone can share one (its entries are keyed by everything they depend on). With ``time_limit`` (seconds from
+    the call), no run starts that the longest run so far says would end past it; the report covers the runs done,
+    and the same call later goes on from there.
 
     Returns the run records (one per head x seed, each with metrics per evaluation set).
     """
@@ -182,32 +189,41 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
     finished = read_finished_runs(runs_path)
     cache_dir = Path(cache_dir) if cache_dir is not None else output / "cache"
 
-    model = build_sweep_model(settings)
+    started_at = time.perf_counter()
+    device = torch.device(settings.torch_device())
+    model = build_sweep_model(settings).to(device)
     backbone_state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
     pairs, validation_sets = load_pairs(settings)
     validation_sets = validation_sets or {}
     eval_sets = {name: EvalSet.load(name, settings.max_eval_queries) for name in settings.eval_data}
-    print(f"[sweep] caching backbone features ({len(pairs)} training pairs, "
+    print(f"[sweep] caching backbone features ({len(pairs['query'])} training pairs, "
           f"eval: {', '.join([*eval_sets, *validation_sets])})")
     started = time.perf_counter()
     caches = cache_features(model, pairs, {**eval_sets, **validation_sets}, settings.mode, cache_dir)
     cache_seconds = time.perf_counter() - started
 
     records = list(finished.values())
+    longest = 0.0
     # Seed-major order: a sweep stopped part-way has the whole grid at its first seeds, not some heads at all.
-    for seed in settings.seeds:
-        for head in settings.heads:
-            key = run_key(head, seed)
-            if key in finished:
-                continue
-            print(f"[sweep] {key}")
-            record = _train_and_evaluate(
-                model, backbone_state, head, seed, settings, caches, eval_sets, validation_sets, output
-            )
-            record["cache_seconds_this_session"] = cache_seconds
-            with runs_path.open("a", encoding="utf-8") as handle:
-                handle.write(json.dumps(record) + "\n")
-            records.append(record)
+    for seed, head in [(seed, head) for seed in settings.seeds for head in settings.heads]:
+        key = run_key(head, seed)
+        if key in finished:
+            continue
+        if time_limit is not None and time.perf_counter() - started_at + longest > time_limit:
+            print(f"[sweep] time limit of {time_limit:.0f} s reached: stopping before {key} (run again to go on)")
+            break
+        print(f"[sweep] {key}")
+        run_started = time.perf_counter()
+        record = _train_and_evaluate(
+            model, backbone_state, head, seed, settings, caches, eval_sets, validation_sets, output
+        )
+        longest = max(longest, time.perf_counter() - run_started)
+        record["cache_seconds_this_session"] = cache_seconds
+        with runs_path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps(record) + "\n")
+        records.append(record)
+    if not records:  # stopped by its time limit before the first run: nothing to report yet
+        return records
     write_report(records, settings, output, machine_info())
     if settings.eval_data:  # a validation-only sweep (for choices) has no test metrics to put in a card
         write_head_cards(output, output / "cards")
@@ -257,7 +273,8 @@ def build_run_head(head: str, seed: int, settings: SweepSettings, d_in: int):
 def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eval_sets, validation_sets, output: Path) -> dict:
     """One run: a fresh head (seeded), the backbone reset, training from the cache, evaluation from the cache."""
     model.backbone.load_state_dict(backbone_state)
-    model.projection, model.config.projection = build_run_head(head, seed, settings, model.config.hidden_size)
+    projection, model.config.projection = build_run_head(head, seed, settings, model.config.hidden_size)
+    model.projection = projection.to(next(model.backbone.parameters()).device)
     run_dir = output / "runs" / head.replace("/", "_") / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, query_cache, doc_cache = caches
@@ -268,8 +285,9 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
     finally:
         torch.set_num_threads(threads)
     dims = settings.trained_dims()
+    device = next(model.parameters()).device
     by_dim = {
-        part: {name: _evaluate_from_cache(model, s, query_cache, doc_cache, dims) for name, s in sets.items()}
+        part: {name: _evaluate_from_cache(model, s, query_cache, doc_cache, dims, device=device) for name, s in sets.items()}
         for part, sets in (("eval", eval_sets), ("validation", validation_sets))
     }
     evaluation = {name: results[settings.dim] for name, results in by_dim["eval"].items()}

@@ -18,6 +18,9 @@ from hf_projections.training.modes import parse_mode
 from hf_projections.training.recipes import recipe_for
 
 BRANCH_INITS = ("random", "zero")
+SWEEP_PRECISIONS = ("auto", "fp32", "bf16")  # the cached loop autocasts to bf16; fp16 would need a loss scaler
+# Fields that change speed or placement, not results: a resumed sweep may change them.
+NOT_BUDGET_FIELDS = ("heads", "seeds", "train_threads", "device")
 # Fields renamed since sweeps were first saved (settings.json of committed results): old name -> new name.
 RENAMED_FIELDS = {"lr": "head_lr"}
 RECIPE_FIELDS = ("head_lr", "backbone_lr", "temperature", "markers", "augment_queries")
@@ -77,6 +80,9 @@ class SweepSettings:
             None: full dim only.
         matryoshka_weights: one non-negative weight per trained dim, i.e. per entry of ``trained_dims()`` (the
             full ``dim`` counts even when not listed); None: 1 each.
+        precision: ``auto`` (bf16 autocast on a GPU that has it, fp32 on CPU), ``fp32`` or ``bf16``.
+        device: where runs train, encode and search (``cpu``, ``cuda``, ``cuda:1``...; None: a GPU when there is
+            one). Not part of the budget, like ``train_threads``.
     """
 
     backbone: str | None = None
@@ -102,6 +108,8 @@ class SweepSettings:
     branch_init: str = "random"
     matryoshka_dims: tuple[int, ...] | None = None
     matryoshka_weights: tuple[float, ...] | None = None
+    precision: str = "auto"
+    device: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     def replace(self, **changes) -> SweepSettings:
@@ -142,7 +150,14 @@ class SweepSettings:
             batch_size=settings.batch_size,
             seed=seed,
             use_cache=True,
+            precision=settings.precision,
         ).resolved()
+
+    def torch_device(self) -> str:
+        """``device``, or ``cuda`` when a GPU is there and ``cpu`` otherwise."""
+        import torch
+
+        return self.device or ("cuda" if torch.cuda.is_available() else "cpu")
 
     def trained_dims(self) -> tuple[int, ...]:
         """Every dim the runs train and are evaluated at, ascending: ``matryoshka_dims`` plus ``dim``."""
@@ -189,6 +204,10 @@ class SweepSettings:
         non_negative_int("validation_queries", self.validation_queries)
         if not self.eval_data and not self.validation_queries:
             raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
+        if self.precision not in SWEEP_PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(SWEEP_PRECISIONS)}, got {self.precision!r}")
+        if self.device is not None and (not isinstance(self.device, str) or not self.device.split(":")[0] in ("cpu", "cuda")):
+            raise ValueError(f"device must be 'cpu', 'cuda', 'cuda:<index>' or None (a GPU when there is one), got {self.device!r}")
         if self.branch_init not in BRANCH_INITS:
             raise ValueError(f"branch_init must be one of {', '.join(BRANCH_INITS)}, got {self.branch_init!r}")
         for name in ("markers", "augment_queries"):
@@ -282,3 +301,14 @@ for _name, _pairs in DATA_SCALE_SIZES.items():
         eval_data=("scifact", "arguana", "squad-dev"), max_eval_queries=300,
         steps=(_pairs or DATA_SCALE_PAIRS) // 32,
     )
+
+# The paper's comparison end-to-end, sized for one short GPU run (benchmarks/gpu/): the paper grid trained in
+# top-6 mode (every transformer layer of the 6-layer MiniLM with the head; the input embeddings stay frozen, which
+# lets the embedding output be cached) on all 120,610 pairs, one epoch at batch 64, bf16 autocast, the top-K
+# recipe's rates (backbone 1e-4, head 1e-3); every test query of SciFact, ArguAna and SQuAD dev.
+GPU_PAPER_HEADS = ("linear", "ffn2-x2", "ffn2-x2-res", "ffn2-x2-res-identity", "geglu-x2-res", "swiglu-x2-res")
+PRESETS["gpu-paper"] = SweepSettings(
+    heads=GPU_PAPER_HEADS, seeds=(0, 1, 2), train_data=DATA_SCALE_SETS, max_pairs=None,
+    eval_data=("scifact", "arguana", "squad-dev"), max_eval_queries=None, mode="top-6",
+    steps=DATA_SCALE_PAIRS // 64, batch_size=64, precision="bf16",
+)

@@ -17,30 +17,37 @@ Each epoch has its own seeded order (``seed + epoch``).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 
 from torch.utils.data import Sampler
 
 from hf_projections.checks import non_negative_int, positive_int
+from hf_projections.data.pairs import SOURCE_COLUMN
 
 PASSAGE_ID_COLUMN = "positive_id"
-SOURCE_COLUMN = "source"
+
+
+def _columns(rows) -> list[str]:
+    if isinstance(rows, Mapping):  # plain columns {name: [values]}
+        return list(rows)
+    return rows.column_names if hasattr(rows, "column_names") else (list(rows[0]) if len(rows) else [])
+
+
+def _column(rows, column: str) -> list:
+    if isinstance(rows, Mapping) or hasattr(rows, "column_names"):
+        return list(rows[column])
+    return [row[column] for row in rows]
 
 
 def passage_keys(rows, positive_column: str = "positive") -> list:
     """One key per row naming its positive passage: the ``positive_id`` column when the rows have one (same id =
-    same passage), else the positive's text. ``rows``: a ``datasets.Dataset`` or a list of dicts."""
-    columns = rows.column_names if hasattr(rows, "column_names") else (list(rows[0]) if len(rows) else [])
-    column = PASSAGE_ID_COLUMN if PASSAGE_ID_COLUMN in columns else positive_column
-    return list(rows[column]) if hasattr(rows, "column_names") else [row[column] for row in rows]
+    same passage), else the positive's text. ``rows``: a ``datasets.Dataset``, plain columns or a list of dicts."""
+    return _column(rows, PASSAGE_ID_COLUMN if PASSAGE_ID_COLUMN in _columns(rows) else positive_column)
 
 
 def row_sources(rows) -> list[str] | None:
     """The ``source`` column (the training set each row came from), or None when the rows have none."""
-    columns = rows.column_names if hasattr(rows, "column_names") else (list(rows[0]) if len(rows) else [])
-    if SOURCE_COLUMN not in columns:
-        return None
-    return list(rows[SOURCE_COLUMN]) if hasattr(rows, "column_names") else [row[SOURCE_COLUMN] for row in rows]
+    return _column(rows, SOURCE_COLUMN) if SOURCE_COLUMN in _columns(rows) else None
 
 
 class PassageBatchSampler(Sampler[list[int]]):

@@ -9,6 +9,8 @@ rows of one passage (``training.batching``).
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +19,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hf_projections.modeling.backbone import backbone_layers, check_layerwise_backbone
+from hf_projections.training.arguments import precision_flags
 from hf_projections.training.batching import PassageBatchSampler, passage_keys, row_sources
 from hf_projections.training.cache import build_feature_cache
 from hf_projections.training.cached_encoding import cached_hidden_states, is_multi_vector
@@ -26,6 +29,8 @@ from hf_projections.training.losses import ProjectionLoss
 from hf_projections.training.loop import run_training_loop
 from hf_projections.training.modes import parse_mode, set_trainable
 from hf_projections.training.nested_losses import default_loss
+
+logger = logging.getLogger(__name__)
 
 
 class CachedPairs(Dataset):
@@ -171,6 +176,17 @@ def cached_loss(model, batch: dict[str, torch.Tensor], loss: ProjectionLoss, lay
     return loss(queries, documents, document_mask, batch.get("teacher_scores"))
 
 
+def autocast_context(device: torch.device, precision: str):
+    """A factory of the forward pass's autocast context: bf16 on a GPU when ``precision`` asks for it (``auto``: a GPU
+    with bf16), else none (fp32). fp16 needs a loss scaler that this loop does not have, so it trains in fp32."""
+    flags = precision_flags(precision) if device.type == "cuda" else {"bf16": False, "fp16": False}
+    if flags["fp16"]:
+        logger.warning("the cached loop has no fp16 loss scaler: training in fp32 (use precision='bf16' on this GPU)")
+    if flags["bf16"]:
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 def train_from_cache(model, data: CachedPairs, args, loss: ProjectionLoss | None = None,
                      log_path: str | os.PathLike | None = None) -> dict[str, Any]:
     """Train from cached features; the model is updated in place.
@@ -203,8 +219,11 @@ def train_from_cache(model, data: CachedPairs, args, loss: ProjectionLoss | None
         sampler.set_epoch(next(epochs))
         return loader
 
+    autocast = autocast_context(device, args.precision)
+
     def compute(batch):
-        return cached_loss(model, {k: v.to(device) for k, v in batch.items()}, loss, data.layer)
+        with autocast():
+            return cached_loss(model, {k: v.to(device, non_blocking=True) for k, v in batch.items()}, loss, data.layer)
 
     return run_training_loop(
         model, epoch, compute, args, total_steps=total_steps, n_rows=len(data),

@@ -12,10 +12,12 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Mapping, Sequence
-
-import datasets
+from typing import TYPE_CHECKING
 
 from hf_projections.checks import positive_int
+
+if TYPE_CHECKING:
+    import datasets
 
 logger = logging.getLogger(__name__)
 

@@ -1,0 +1,169 @@
+"""Index backends (exact shards, embedded Qdrant): the same top hits as exact search, a build killed part-way that
+resumes with every document exactly once, and missing or damaged indexes that raise naming what is wrong."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel
+from hf_projections.retrieval import maxsim_topk
+from hf_projections.retrieval.indexing import build_index, open_index, search_texts
+
+BACKENDS = ["exact", pytest.param("qdrant", marks=pytest.mark.skipif(
+    __import__("importlib").util.find_spec("qdrant_client") is None, reason="qdrant-client not installed"))]
+TOPICS = ["cat", "gene", "river", "engine", "violin", "glacier", "protein", "market", "comet", "bridge", "tiger"]
+CORPUS = {f"d{i}": f"the {t} study of {t} effects number {i}" for i, t in enumerate(TOPICS)}
+QUERIES = ["cat effects", "glacier study", "market"]
+
+
+@pytest.fixture(scope="module")
+def colbert(tiny_backbone):
+    torch.manual_seed(0)
+    return ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8).eval()
+
+
+def _exact_top(model, k):
+    ids = list(CORPUS)
+    scores, indices = maxsim_topk(model.encode_queries(QUERIES), model.encode_documents(list(CORPUS.values())), k=k)
+    return scores, [[ids[i] for i in row] for row in indices.tolist()]
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_index_finds_what_exact_search_finds(colbert, tmp_path, backend):
+    index = build_index(colbert, CORPUS, tmp_path / "index", backend=backend, chunk_size=4)
+    assert len(index) == len(CORPUS)
+    scores, ids = search_texts(colbert, index, QUERIES, k=3)
+    exact_scores, exact_ids = _exact_top(colbert, 3)
+    assert ids == exact_ids
+    assert torch.allclose(scores, exact_scores, atol=2e-3)  # the exact backend stores fp16 vectors
+    assert index.text("d2") == CORPUS["d2"]
+    index.close()
+    reopened = open_index(tmp_path / "index")
+    assert reopened.manifest.complete and reopened.manifest.backend == backend and len(reopened) == len(CORPUS)
+    assert search_texts(colbert, reopened, QUERIES, k=3)[1] == exact_ids
+    reopened.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dense_models_index_one_vector_per_document(tiny_backbone, tmp_path, backend):
+    torch.manual_seed(0)
+    dense = DenseEmbeddingModel.from_backbone(tiny_backbone, projection="linear", dim=8).eval()
+    index = build_index(dense, CORPUS, tmp_path / "dense", backend=backend)
+    assert not index.manifest.multi_vector
+    scores, ids = search_texts(dense, index, QUERIES, k=2)
+    expected = (dense.encode_queries(QUERIES) @ dense.encode_documents(list(CORPUS.values())).T).topk(2)
+    assert ids == [[list(CORPUS)[i] for i in row] for row in expected.indices.tolist()]
+    index.close()
+
+
+class _DiesAfter:
+    """The model, whose document encoder raises after ``calls`` calls (a build killed part-way)."""
+
+    def __init__(self, model, calls):
+        self.model, self.calls, self.encoded = model, calls, []
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def encode_documents(self, texts, **kwargs):
+        if self.calls == 0:
+            raise KeyboardInterrupt("killed")
+        self.calls -= 1
+        self.encoded.extend(texts)
+        return self.model.encode_documents(texts, **kwargs)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_killed_build_resumes_with_every_document_once(colbert, tmp_path, backend):
+    folder = tmp_path / "index"
+    with pytest.raises(KeyboardInterrupt):
+        build_index(_DiesAfter(colbert, calls=2), CORPUS, folder, backend=backend, chunk_size=3, model_name="m")
+    partial = open_index(folder)
+    assert not partial.manifest.complete and len(partial) == 6
+    partial.close()
+    resumed = _DiesAfter(colbert, calls=100)
+    index = build_index(resumed, CORPUS, folder, backend=backend, chunk_size=3, model_name="m")
+    assert len(resumed.encoded) == len(CORPUS) - 6  # only the missing documents were encoded again
+    assert len(index) == len(CORPUS) and index.manifest.complete
+    assert search_texts(colbert, index, QUERIES, k=3)[1] == _exact_top(colbert, 3)[1]
+    index.close()
+
+
+def test_missing_or_damaged_indexes_raise_naming_them(colbert, tmp_path):
+    with pytest.raises(FileNotFoundError, match="not an index folder"):
+        open_index(tmp_path / "nowhere")
+    folder = tmp_path / "index"
+    build_index(colbert, CORPUS, folder, backend="exact", chunk_size=4, model_name="m").close()
+    with pytest.raises(ValueError, match="other settings .*changed: n_documents"):
+        build_index(colbert, {"x": "one more"}, folder, backend="exact", model_name="m")
+    shard = sorted((folder / "shards").iterdir())[0]
+    shard.write_bytes(b"not a safetensors file")
+    with pytest.raises(ValueError, match="damaged"):
+        len(open_index(folder))
+    (folder / "index.json").write_text("{broken")
+    with pytest.raises(ValueError, match="index.json is damaged"):
+        open_index(folder)
+    (folder / "index.json").write_text(json.dumps({"format": "hf_projections.index", "backend": "exact"}))
+    with pytest.raises(ValueError, match="fields .* are missing"):
+        open_index(folder)
+    with pytest.raises(ValueError, match="backend must be one of exact, qdrant"):
+        build_index(colbert, CORPUS, tmp_path / "other", backend="faiss")
+
+
+def test_a_finished_qdrant_index_whose_collection_is_gone_is_named(colbert, tmp_path):
+    pytest.importorskip("qdrant_client")
+    folder = tmp_path / "index"
+    index = build_index(colbert, CORPUS, folder, backend="qdrant", model_name="m")
+    index.client.delete_collection(index.collection)
+    index.close()
+    with pytest.raises(ValueError, match="collection 'documents' is missing"):
+        open_index(folder)
+
+
+@pytest.mark.skipif(not os.environ.get("QDRANT_URL"), reason="set QDRANT_URL to test against a Qdrant server")
+def test_the_same_code_runs_against_a_qdrant_server(colbert, tmp_path):
+    options = {"url": os.environ["QDRANT_URL"], "collection": f"hfp-test-{os.getpid()}"}
+    index = build_index(colbert, CORPUS, tmp_path / "server", backend="qdrant", options=options)
+    try:
+        assert search_texts(colbert, index, QUERIES, k=3)[1] == _exact_top(colbert, 3)[1]
+    finally:
+        index.client.delete_collection(options["collection"])
+        index.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_cli_index_search_and_eval_index(colbert, tmp_path, monkeypatch, capsys, backend):
+    from test_sweep import _write_data
+
+    from hf_projections.cli import main
+    from hf_projections.evaluation import run_evaluation
+
+    _write_data(tmp_path / "data")
+    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
+    colbert.save_pretrained(tmp_path / "model")
+    folder = str(tmp_path / "index")
+    assert main(["index", "--model", str(tmp_path / "model"), "--data", "tinyset", "--backend", backend,
+                 "--path", folder, "--chunk-size", "3"]) == 0
+    assert main(["search", "--index", folder, "--k", "2", "cat effect"]) == 0
+    printed = capsys.readouterr().out
+    assert "query: cat effect" in printed and "  1. " in printed and "  3. " not in printed
+    assert main(["eval", "--index", folder, "--json", str(tmp_path / "eval.json")]) == 0
+    from_index = json.loads((tmp_path / "eval.json").read_text())["results"][0]
+    exact = run_evaluation(str(tmp_path / "model"), "tinyset")[0]
+    assert from_index["data"] == "tinyset" and from_index["index"]["backend"] == backend
+    assert from_index["metrics"]["ndcg@10"] == pytest.approx(exact["metrics"]["ndcg@10"], abs=1e-6)
+
+
+def test_cli_index_errors_are_one_line(tmp_path, capsys):
+    from hf_projections.cli import main
+
+    assert main(["search", "--index", str(tmp_path / "nowhere"), "q"]) == 2
+    assert "not an index folder" in capsys.readouterr().err
+    assert main(["eval"]) == 2
+    assert "needs --model DIR" in capsys.readouterr().err
+    assert main(["index", "--model", str(tmp_path), "--data", str(tmp_path / "none.jsonl"), "--path", str(tmp_path / "i")]) == 2
+    assert "no corpus file" in capsys.readouterr().err
