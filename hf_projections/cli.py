@@ -246,8 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="encode a corpus with a model into an index (resumable: run it again to go on)")
     index.add_argument("--model", required=True, help="a folder saved by hf-projections (or a Hub id)")
     index.add_argument("--data", required=True, help="a data set name (its corpus) or a corpus.jsonl(.gz) file")
-    index.add_argument("--backend", choices=("exact", "qdrant"), default="exact",
-                       help="exact: safetensors shards, exact MaxSim; qdrant: a Qdrant collection (embedded by default)")
+    index.add_argument("--backend", choices=("exact", "qdrant", "muvera"), default="exact",
+                       help="exact: safetensors shards, exact MaxSim; qdrant: a Qdrant collection (embedded by default); "
+                       "muvera: Qdrant with MUVERA candidates re-ranked by MaxSim")
     index.add_argument("--path", required=True, help="the index folder")
     index.add_argument("--url", help="qdrant: a Qdrant server or cluster instead of the embedded store")
     index.add_argument("--collection", help="qdrant: the collection name (default: documents)")

@@ -3,6 +3,7 @@ resumes with every document exactly once, and missing or damaged indexes that ra
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 
@@ -13,8 +14,10 @@ from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel
 from hf_projections.retrieval import maxsim_topk
 from hf_projections.retrieval.indexing import build_index, open_index, search_texts
 
-BACKENDS = ["exact", pytest.param("qdrant", marks=pytest.mark.skipif(
-    __import__("importlib").util.find_spec("qdrant_client") is None, reason="qdrant-client not installed"))]
+_missing = importlib.util.find_spec("qdrant_client") is None
+BACKENDS = ["exact", pytest.param("qdrant", marks=pytest.mark.skipif(_missing, reason="qdrant-client not installed")),
+            pytest.param("muvera", marks=pytest.mark.skipif(_missing or importlib.util.find_spec("fastembed") is None,
+                                                              reason="qdrant-client or fastembed not installed"))]
 TOPICS = ["cat", "gene", "river", "engine", "violin", "glacier", "protein", "market", "comet", "bridge", "tiger"]
 CORPUS = {f"d{i}": f"the {t} study of {t} effects number {i}" for i, t in enumerate(TOPICS)}
 QUERIES = ["cat effects", "glacier study", "market"]
@@ -48,7 +51,7 @@ def test_index_finds_what_exact_search_finds(colbert, tmp_path, backend):
     reopened.close()
 
 
-@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("backend", BACKENDS[:2])
 def test_dense_models_index_one_vector_per_document(tiny_backbone, tmp_path, backend):
     torch.manual_seed(0)
     dense = DenseEmbeddingModel.from_backbone(tiny_backbone, projection="linear", dim=8).eval()
@@ -110,7 +113,7 @@ def test_missing_or_damaged_indexes_raise_naming_them(colbert, tmp_path):
     (folder / "index.json").write_text(json.dumps({"format": "hf_projections.index", "backend": "exact"}))
     with pytest.raises(ValueError, match="fields .* are missing"):
         open_index(folder)
-    with pytest.raises(ValueError, match="backend must be one of exact, qdrant"):
+    with pytest.raises(ValueError, match="backend must be one of exact, qdrant, muvera"):
         build_index(colbert, CORPUS, tmp_path / "other", backend="faiss")
 
 
@@ -167,3 +170,20 @@ def test_cli_index_errors_are_one_line(tmp_path, capsys):
     assert "needs --model DIR" in capsys.readouterr().err
     assert main(["index", "--model", str(tmp_path), "--data", str(tmp_path / "none.jsonl"), "--path", str(tmp_path / "i")]) == 2
     assert "no corpus file" in capsys.readouterr().err
+
+
+def test_muvera_candidates_bound_what_maxsim_reranks(colbert, tmp_path):
+    pytest.importorskip("fastembed")
+    pytest.importorskip("qdrant_client")
+    index = build_index(colbert, CORPUS, tmp_path / "muvera", backend="muvera", options={"muvera": {"r_reps": 4}})
+    assert index.manifest.options["muvera"] == {"r_reps": 4} and index.muvera.embedding_size == 4 * 32 * 8
+    exact_scores, exact_ids = _exact_top(colbert, 3)
+    scores, ids = search_texts(colbert, index, QUERIES, k=3, candidates=len(CORPUS))  # every document re-ranked
+    assert ids == exact_ids and torch.allclose(scores, exact_scores, atol=1e-4)
+    _, few = search_texts(colbert, index, QUERIES, k=3, candidates=1)  # one candidate: at most k of them come back
+    assert all(len(row) <= 3 for row in few)
+    index.close()
+    torch.manual_seed(0)
+    dense = DenseEmbeddingModel.from_backbone(colbert.config.backbone_name, projection="linear", dim=8)
+    with pytest.raises(ValueError, match="needs a multi-vector"):
+        build_index(dense, CORPUS, tmp_path / "dense-muvera", backend="muvera")

@@ -16,7 +16,7 @@ from hf_projections.atomic import atomic_write_json
 
 MANIFEST_NAME = "index.json"
 FORMAT_NAME = "hf_projections.index"
-BACKENDS = ("exact", "qdrant")
+BACKENDS = ("exact", "qdrant", "muvera")
 
 
 @dataclass
@@ -24,12 +24,14 @@ class IndexManifest:
     """The description of an index folder.
 
     Attributes:
-        backend: ``exact`` (packed token vectors in safetensors shards, exact MaxSim) or ``qdrant``.
+        backend: ``exact`` (packed token vectors in safetensors shards, exact MaxSim), ``qdrant`` (a Qdrant collection)
+            or ``muvera`` (a Qdrant collection with MUVERA encodings for candidates, re-ranked by MaxSim).
         model: the model folder or Hub id that encoded the documents (queries must be encoded by the same one).
         dim: vector width; ``multi_vector``: token vectors (MaxSim) or one vector per document (dot product).
         n_documents: documents the build was asked to index; ``complete``: whether all of them are in.
         source: where the documents came from (a data set name or a file), for the record.
-        options: backend settings (Qdrant: ``collection``, ``url`` for a server; exact: ``shard_size``).
+        options: backend settings (Qdrant: ``collection``, ``url`` for a server, ``on_disk``; muvera: ``muvera``, its
+            encoding settings).
     """
 
     backend: str

@@ -20,7 +20,7 @@ BACKEND_CLASSES = {"exact": ExactIndex}
 
 
 def _backend_class(name: str):
-    if name == "qdrant":
+    if name in ("qdrant", "muvera"):
         from hf_projections.retrieval.qdrant_index import QdrantIndex
 
         return QdrantIndex
@@ -55,8 +55,8 @@ def build_index(
     """Index ``corpus`` ``{doc_id: text}`` into ``folder`` with ``model``'s document encoder; returns the open index.
 
     Args:
-        backend: ``exact`` (safetensors shards, exact MaxSim) or ``qdrant`` (embedded, or a server with
-            ``options={"url": ...}``).
+        backend: ``exact`` (safetensors shards, exact MaxSim), ``qdrant`` (embedded, or a server with
+            ``options={"url": ...}``) or ``muvera`` (Qdrant with MUVERA candidates re-ranked by MaxSim).
         model_name: what queries must be encoded with (recorded in ``index.json``; default: the model's
             ``name_or_path``).
         chunk_size: documents per build step (one shard / one batch of upserts; the unit a killed build loses).
@@ -66,6 +66,8 @@ def build_index(
     positive_int("chunk_size", chunk_size)
     folder = Path(folder)
     dim, multi_vector = _output_layout(model)
+    if backend == "muvera" and not multi_vector:  # before any file is written
+        raise ValueError("backend 'muvera' encodes token vectors: it needs a multi-vector (ColBERT) model, not a dense one")
     manifest = IndexManifest(
         backend=backend, model=str(model_name or getattr(model, "name_or_path", "")), dim=dim,
         multi_vector=multi_vector, n_documents=len(corpus), source=source, options=dict(options or {}),
@@ -94,8 +96,9 @@ def build_index(
     return index
 
 
-def search_texts(model, index, queries: list[str], k: int = 10, batch_size: int = 32):
-    """Encode ``queries`` with ``model`` and search ``index``: ``(scores (n_q, k), doc ids per query)``."""
+def search_texts(model, index, queries: list[str], k: int = 10, batch_size: int = 32, **search_options):
+    """Encode ``queries`` with ``model`` and search ``index``: ``(scores (n_q, k), doc ids per query)``;
+    ``search_options`` go to the backend (``candidates`` for ``muvera``)."""
     positive_int("k", k)
     encoded = model.encode_queries(queries, batch_size=batch_size, show_progress_bar=False)
-    return index.search(encoded, k=k)
+    return index.search(encoded, k=k, **search_options)
