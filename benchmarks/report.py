@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 from benchmarks import common  # noqa: E402
 
-SECTIONS = ("encode_overhead", "search", "training_throughput", "ann")
+SECTIONS = ("encode_overhead", "search", "training_throughput", "ann", "ann_curves")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -159,8 +159,26 @@ def ann_section(section: dict) -> list[str]:
     return lines + [""] + _provenance(section)
 
 
+def ann_curves_section(section: dict) -> list[str]:
+    lines = ["## Approximate paths against exact MaxSim as the budget grows", "",
+             f"Target: {section['target']} (PASS/FAIL per point). Budget: Voyager neighbours per query token; MUVERA "
+             "documents fetched by fixed dimensional encoding and re-ranked by MaxSim; Qdrant's embedded multi-vector "
+             "search has none. Each run searches vectors encoded once; q/s are single measurements of the whole query set.",
+             ""]
+    for corpus, entry in section["corpora"].items():
+        data = entry["data"]
+        lines += [f"**{corpus}**: {data['queries']} test queries, {data['documents']:,} documents, encoded with "
+                  f"{entry['model']}; index builds (s): "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in entry["build_seconds"].items()), ""]
+        rows = [[row["path"], str(row["budget"] or "-"), f"{row['recall_at_k_vs_exact']:.4f}", f"{row['ndcg@10']:.4f}",
+                 f"{row['queries_per_second']:.1f}", f"{row['speedup_vs_exact']:.2f}x",
+                 "PASS" if row["meets_target"] else "FAIL"] for row in entry["rows"]]
+        lines += _table(["path", "budget", f"recall@{entry['k']}", "NDCG@10", "q/s", "vs exact", "target"], rows) + [""]
+    return lines + _provenance(section)
+
+
 RENDERERS = {"encode_overhead": encode_overhead_section, "search": search_section,
-             "training_throughput": training_section, "ann": ann_section}
+             "training_throughput": training_section, "ann": ann_section, "ann_curves": ann_curves_section}
 
 
 def machine_lines(sections: dict[str, dict]) -> list[str]:

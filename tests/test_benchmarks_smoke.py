@@ -17,7 +17,8 @@ WORDS = "the a of and in to is cat dog protein cell gene claim study cancer risk
 HEADINGS = {"encode_overhead": "## Encode overhead of each head vs `linear`",
             "search": "## Exact MaxSim search vs sentence-transformers",
             "training_throughput": "## Training throughput by mode",
-            "ann": "## Approximate search (HNSW + re-rank) and token pooling"}
+            "ann": "## Approximate search (HNSW + re-rank) and token pooling",
+            "ann_curves": "## Approximate paths against exact MaxSim as the budget grows"}
 COMMON_KEYS = {"benchmark", "created", "command", "machine", "versions", "quick", "notes", "rows", "summary", "sizes", "data"}
 
 
@@ -171,6 +172,21 @@ def test_ann_quick(bench, tmp_path, tiny_backbone, data_root):
     # a second run loads the encoded corpus from the cache
     bench("ann").main(args)
     assert read_section(tmp_path, "ann")["data"]["corpus_from_cache"]
+
+
+def test_ann_curves_quick(bench, tmp_path, tiny_backbone, data_root):
+    pytest.importorskip("qdrant_client")
+    pytest.importorskip("fastembed")
+    args = quick_args(tmp_path, tiny_backbone, data_root, "--cache-dir", str(tmp_path / "cache"))
+    bench("ann_curves").main(args)
+    section = read_section(tmp_path, "ann_curves")
+    points = [(row["path"], row["budget"]) for row in section["rows"]]
+    assert points == [("exact", None), ("voyager", 4), ("voyager", 16), ("muvera", 10), ("muvera", 40), ("qdrant", None)]
+    recall = {point: row["recall_at_k_vs_exact"] for point, row in zip(points, section["rows"])}
+    assert recall[("exact", None)] == 1.0 and recall[("qdrant", None)] == pytest.approx(1.0)  # Qdrant's MaxSim is exact
+    assert recall[("muvera", 40)] >= recall[("muvera", 10)] and all(0.0 <= r <= 1.0 for r in recall.values())
+    assert all(0.0 <= row["ndcg@10"] <= 1.0 and row["queries_per_second"] > 0 for row in section["rows"])
+    assert list(section["corpora"]) == ["scifact"] and section["corpora"]["scifact"]["rows"] == section["rows"]
 
 
 def test_report_assembles_sections(bench, tmp_path, tiny_backbone, data_root):
