@@ -1,6 +1,7 @@
 """Approximate paths against exact MaxSim as the candidate budget grows: recall@k of the exact top-k, queries/s and
 NDCG@10, for Voyager token-HNSW (``k_tokens`` neighbours per query token), MUVERA in Qdrant (``candidates`` documents
-fetched by fixed dimensional encoding, re-ranked by MaxSim) and Qdrant's own multi-vector search (embedded store).
+fetched by fixed dimensional encoding, re-ranked by MaxSim) and Qdrant's own multi-vector search, each Qdrant path on
+both embedded engines (Qdrant Edge, in-process Rust, and qdrant-client's embedded mode, pure Python).
 
 The corpus and test queries are encoded once (``ann.encoded_data``: cached on disk); every index is built from those
 vectors, so all paths search the same embeddings. Target (issue 17): recall@100 >= 0.95 at a speed above exact.
@@ -35,7 +36,9 @@ def parse_args(argv=None):
     parser.add_argument("--k", type=int, default=100)
     parser.add_argument("--k-tokens", default="8,16,32,64,128", help="Voyager: neighbours per query token")
     parser.add_argument("--candidates", default="100,200,500,1000,2000", help="MUVERA: documents re-ranked")
-    parser.add_argument("--paths", default="voyager,muvera,qdrant")
+    parser.add_argument("--paths", default="voyager,muvera,qdrant,muvera-local,qdrant-local",
+                        help="voyager; muvera / qdrant on Qdrant Edge; muvera-local / qdrant-local on qdrant-client's "
+                        "embedded mode")
     parser.add_argument("--cache-dir", type=Path, default=Path.home() / ".cache" / "hf_projections" / "benchmarks")
     args = parser.parse_args(argv)
     if args.quick:
@@ -47,18 +50,21 @@ def _ints(text: str) -> list[int]:
     return [int(x) for x in text.split(",") if x.strip()]
 
 
-def _qdrant_index(backend: str, corpus, folder: Path):
-    """An embedded Qdrant (or MUVERA) index of ``corpus`` (already encoded) in ``folder``; returns (index, build s)."""
+def _qdrant_index(path: str, corpus, folder: Path):
+    """An embedded Qdrant (or MUVERA) index of ``corpus`` (already encoded) in ``folder``, on Qdrant Edge or, for a
+    ``-local`` path, qdrant-client's embedded mode; returns ``(index, build seconds)``."""
     from hf_projections.retrieval.index_manifest import IndexManifest
     from hf_projections.retrieval.qdrant_index import QdrantIndex
 
+    backend, _, engine = path.partition("-")
     manifest = IndexManifest(backend=backend, model="(benchmark)", dim=corpus.dim, multi_vector=True,
-                             n_documents=len(corpus))
+                             n_documents=len(corpus), options={"engine": engine or "edge"})
     started = time.perf_counter()
     index = QdrantIndex(folder, manifest)
     for start in range(0, len(corpus), 256):
         ids = corpus.ids[start : start + 256]
         index.add(ids, [corpus[i].float() for i in range(start, start + len(ids))])
+    index.finish()
     return index, time.perf_counter() - started
 
 
@@ -99,11 +105,9 @@ def run(args) -> dict:
                          "recall_at_k_vs_exact": recall_against_exact(output[1], exact_indices),
                          "ndcg@10": ann.ndcg_at_10(output, judged)})
     with tempfile.TemporaryDirectory() as scratch:
-        for backend in ("muvera", "qdrant"):
-            if backend not in paths:
-                continue
+        for backend in [p for p in paths if p.startswith(("muvera", "qdrant"))]:
             index, builds[backend] = _qdrant_index(backend, corpus, Path(scratch) / backend)
-            budgets = _ints(args.candidates) if backend == "muvera" else [None]
+            budgets = _ints(args.candidates) if backend.startswith("muvera") else [None]
             for budget in budgets:
                 options = {"candidates": budget} if budget else {}
                 (scores, ids), qps = _timed(lambda: index.search(queries, k=args.k, **options), len(queries))

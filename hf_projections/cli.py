@@ -142,7 +142,8 @@ def cmd_index(args: argparse.Namespace) -> None:
 
     corpus, source = _read_corpus_argument(args.data)
     model = load_model(args.model)
-    options = {key: value for key, value in (("url", args.url), ("collection", args.collection)) if value}
+    options = {key: value for key, value in (("url", args.url), ("collection", args.collection), ("engine", args.engine))
+               if value}
     index = build_index(model, corpus, args.path, backend=args.backend, model_name=args.model, source=source,
                         chunk_size=args.chunk_size, batch_size=args.batch_size, options=options)
     print(f"indexed {len(index)} documents into {args.path} ({args.backend})")
@@ -250,7 +251,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="exact: safetensors shards, exact MaxSim; qdrant: a Qdrant collection (embedded by default); "
                        "muvera: Qdrant with MUVERA candidates re-ranked by MaxSim")
     index.add_argument("--path", required=True, help="the index folder")
-    index.add_argument("--url", help="qdrant: a Qdrant server or cluster instead of the embedded store")
+    index.add_argument("--engine", choices=("edge", "local"),
+                       help="qdrant/muvera embedded engine: edge (Qdrant Edge, in-process Rust; the default) or local "
+                       "(qdrant-client's embedded mode)")
+    index.add_argument("--url", help="qdrant/muvera: a Qdrant server or cluster instead of an embedded engine")
     index.add_argument("--collection", help="qdrant: the collection name (default: documents)")
     index.add_argument("--chunk-size", type=_positive(int), default=512, help="documents per resumable build step")
     index.add_argument("--batch-size", type=_positive(int), default=32)

@@ -176,14 +176,18 @@ def test_ann_quick(bench, tmp_path, tiny_backbone, data_root):
 
 def test_ann_curves_quick(bench, tmp_path, tiny_backbone, data_root):
     pytest.importorskip("qdrant_client")
+    pytest.importorskip("qdrant_edge")
     pytest.importorskip("fastembed")
     args = quick_args(tmp_path, tiny_backbone, data_root, "--cache-dir", str(tmp_path / "cache"))
     bench("ann_curves").main(args)
     section = read_section(tmp_path, "ann_curves")
     points = [(row["path"], row["budget"]) for row in section["rows"]]
-    assert points == [("exact", None), ("voyager", 4), ("voyager", 16), ("muvera", 10), ("muvera", 40), ("qdrant", None)]
+    assert points == [("exact", None), ("voyager", 4), ("voyager", 16), ("muvera", 10), ("muvera", 40), ("qdrant", None),
+                      ("muvera-local", 10), ("muvera-local", 40), ("qdrant-local", None)]
     recall = {point: row["recall_at_k_vs_exact"] for point, row in zip(points, section["rows"])}
     assert recall[("exact", None)] == 1.0 and recall[("qdrant", None)] == pytest.approx(1.0)  # Qdrant's MaxSim is exact
+    assert recall[("qdrant-local", None)] == pytest.approx(1.0)
+    assert recall[("muvera-local", 40)] == pytest.approx(recall[("muvera", 40)])  # the engines agree
     assert recall[("muvera", 40)] >= recall[("muvera", 10)] and all(0.0 <= r <= 1.0 for r in recall.values())
     assert all(0.0 <= row["ndcg@10"] <= 1.0 and row["queries_per_second"] > 0 for row in section["rows"])
     assert list(section["corpora"]) == ["scifact"] and section["corpora"]["scifact"]["rows"] == section["rows"]

@@ -14,10 +14,25 @@ from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel
 from hf_projections.retrieval import maxsim_topk
 from hf_projections.retrieval.indexing import build_index, open_index, search_texts
 
-_missing = importlib.util.find_spec("qdrant_client") is None
-BACKENDS = ["exact", pytest.param("qdrant", marks=pytest.mark.skipif(_missing, reason="qdrant-client not installed")),
-            pytest.param("muvera", marks=pytest.mark.skipif(_missing or importlib.util.find_spec("fastembed") is None,
-                                                              reason="qdrant-client or fastembed not installed"))]
+def _needs(*modules):
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"{', '.join(missing)} not installed")
+
+
+# (backend, engine): every index backend on every embedded engine
+BACKENDS = [
+    pytest.param(("exact", None), id="exact"),
+    pytest.param(("qdrant", "edge"), id="qdrant-edge", marks=_needs("qdrant_client", "qdrant_edge")),
+    pytest.param(("qdrant", "local"), id="qdrant-local", marks=_needs("qdrant_client")),
+    pytest.param(("muvera", "edge"), id="muvera-edge", marks=_needs("qdrant_client", "qdrant_edge", "fastembed")),
+    pytest.param(("muvera", "local"), id="muvera-local", marks=_needs("qdrant_client", "fastembed")),
+]
+
+
+def _build(model, folder, backend_engine, **kwargs):
+    backend, engine = backend_engine
+    options = {**kwargs.pop("options", {}), **({"engine": engine} if engine else {})}
+    return build_index(model, CORPUS, folder, backend=backend, options=options, **kwargs)
 TOPICS = ["cat", "gene", "river", "engine", "violin", "glacier", "protein", "market", "comet", "bridge", "tiger"]
 CORPUS = {f"d{i}": f"the {t} study of {t} effects number {i}" for i, t in enumerate(TOPICS)}
 QUERIES = ["cat effects", "glacier study", "market"]
@@ -37,7 +52,7 @@ def _exact_top(model, k):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_index_finds_what_exact_search_finds(colbert, tmp_path, backend):
-    index = build_index(colbert, CORPUS, tmp_path / "index", backend=backend, chunk_size=4)
+    index = _build(colbert, tmp_path / "index", backend, chunk_size=4)
     assert len(index) == len(CORPUS)
     scores, ids = search_texts(colbert, index, QUERIES, k=3)
     exact_scores, exact_ids = _exact_top(colbert, 3)
@@ -46,16 +61,17 @@ def test_index_finds_what_exact_search_finds(colbert, tmp_path, backend):
     assert index.text("d2") == CORPUS["d2"]
     index.close()
     reopened = open_index(tmp_path / "index")
-    assert reopened.manifest.complete and reopened.manifest.backend == backend and len(reopened) == len(CORPUS)
+    assert reopened.manifest.complete and reopened.manifest.backend == backend[0] and len(reopened) == len(CORPUS)
+    assert reopened.manifest.options.get("engine") == backend[1]
     assert search_texts(colbert, reopened, QUERIES, k=3)[1] == exact_ids
     reopened.close()
 
 
-@pytest.mark.parametrize("backend", BACKENDS[:2])
+@pytest.mark.parametrize("backend", BACKENDS[:3])
 def test_dense_models_index_one_vector_per_document(tiny_backbone, tmp_path, backend):
     torch.manual_seed(0)
     dense = DenseEmbeddingModel.from_backbone(tiny_backbone, projection="linear", dim=8).eval()
-    index = build_index(dense, CORPUS, tmp_path / "dense", backend=backend)
+    index = _build(dense, tmp_path / "dense", backend)
     assert not index.manifest.multi_vector
     scores, ids = search_texts(dense, index, QUERIES, k=2)
     expected = (dense.encode_queries(QUERIES) @ dense.encode_documents(list(CORPUS.values())).T).topk(2)
@@ -84,12 +100,12 @@ class _DiesAfter:
 def test_a_killed_build_resumes_with_every_document_once(colbert, tmp_path, backend):
     folder = tmp_path / "index"
     with pytest.raises(KeyboardInterrupt):
-        build_index(_DiesAfter(colbert, calls=2), CORPUS, folder, backend=backend, chunk_size=3, model_name="m")
+        _build(_DiesAfter(colbert, calls=2), folder, backend, chunk_size=3, model_name="m")
     partial = open_index(folder)
     assert not partial.manifest.complete and len(partial) == 6
     partial.close()
     resumed = _DiesAfter(colbert, calls=100)
-    index = build_index(resumed, CORPUS, folder, backend=backend, chunk_size=3, model_name="m")
+    index = _build(resumed, folder, backend, chunk_size=3, model_name="m")
     assert len(resumed.encoded) == len(CORPUS) - 6  # only the missing documents were encoded again
     assert len(index) == len(CORPUS) and index.manifest.complete
     assert search_texts(colbert, index, QUERIES, k=3)[1] == _exact_top(colbert, 3)[1]
@@ -117,12 +133,14 @@ def test_missing_or_damaged_indexes_raise_naming_them(colbert, tmp_path):
         build_index(colbert, CORPUS, tmp_path / "other", backend="faiss")
 
 
-def test_a_finished_qdrant_index_whose_collection_is_gone_is_named(colbert, tmp_path):
-    pytest.importorskip("qdrant_client")
+@pytest.mark.parametrize("backend", BACKENDS[1:3])
+def test_a_finished_qdrant_index_whose_collection_is_gone_is_named(colbert, tmp_path, backend):
+    import shutil
+
     folder = tmp_path / "index"
-    index = build_index(colbert, CORPUS, folder, backend="qdrant", model_name="m")
-    index.client.delete_collection(index.collection)
+    index = _build(colbert, folder, backend, model_name="m")
     index.close()
+    shutil.rmtree(folder / ("edge" if backend[1] == "edge" else "qdrant"))
     with pytest.raises(ValueError, match="collection 'documents' is missing"):
         open_index(folder)
 
@@ -134,12 +152,13 @@ def test_the_same_code_runs_against_a_qdrant_server(colbert, tmp_path):
     try:
         assert search_texts(colbert, index, QUERIES, k=3)[1] == _exact_top(colbert, 3)[1]
     finally:
-        index.client.delete_collection(options["collection"])
+        index.store.client.delete_collection(options["collection"])
         index.close()
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_cli_index_search_and_eval_index(colbert, tmp_path, monkeypatch, capsys, backend):
+    backend, engine = backend
     from test_sweep import _write_data
 
     from hf_projections.cli import main
@@ -150,7 +169,7 @@ def test_cli_index_search_and_eval_index(colbert, tmp_path, monkeypatch, capsys,
     colbert.save_pretrained(tmp_path / "model")
     folder = str(tmp_path / "index")
     assert main(["index", "--model", str(tmp_path / "model"), "--data", "tinyset", "--backend", backend,
-                 "--path", folder, "--chunk-size", "3"]) == 0
+                 "--path", folder, "--chunk-size", "3", *(["--engine", engine] if engine else [])]) == 0
     assert main(["search", "--index", folder, "--k", "2", "cat effect"]) == 0
     printed = capsys.readouterr().out
     assert "query: cat effect" in printed and "  1. " in printed and "  3. " not in printed
@@ -176,7 +195,8 @@ def test_muvera_candidates_bound_what_maxsim_reranks(colbert, tmp_path):
     pytest.importorskip("fastembed")
     pytest.importorskip("qdrant_client")
     index = build_index(colbert, CORPUS, tmp_path / "muvera", backend="muvera", options={"muvera": {"r_reps": 4}})
-    assert index.manifest.options["muvera"] == {"r_reps": 4} and index.muvera.embedding_size == 4 * 32 * 8
+    assert index.manifest.options == {"muvera": {"r_reps": 4}, "engine": "edge"}
+    assert index.muvera.embedding_size == 4 * 32 * 8
     exact_scores, exact_ids = _exact_top(colbert, 3)
     scores, ids = search_texts(colbert, index, QUERIES, k=3, candidates=len(CORPUS))  # every document re-ranked
     assert ids == exact_ids and torch.allclose(scores, exact_scores, atol=1e-4)

@@ -103,5 +103,8 @@ class ExactIndex:
         scores, indices = maxsim_topk(queries, corpus, k=min(k, len(corpus)))
         return scores, [[corpus.ids[i] for i in row if i >= 0] for row in indices.tolist()]
 
+    def finish(self) -> None:
+        """Nothing to build: a search reads the shards as they are."""
+
     def close(self) -> None:
         self._corpus = self._texts = None

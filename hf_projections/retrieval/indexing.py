@@ -68,9 +68,14 @@ def build_index(
     dim, multi_vector = _output_layout(model)
     if backend == "muvera" and not multi_vector:  # before any file is written
         raise ValueError("backend 'muvera' encodes token vectors: it needs a multi-vector (ColBERT) model, not a dense one")
+    options = dict(options or {})
+    if backend in ("qdrant", "muvera") and not options.get("url"):
+        from hf_projections.retrieval.qdrant_index import DEFAULT_ENGINE
+
+        options.setdefault("engine", DEFAULT_ENGINE)  # recorded, so a later default never changes a built index
     manifest = IndexManifest(
         backend=backend, model=str(model_name or getattr(model, "name_or_path", "")), dim=dim,
-        multi_vector=multi_vector, n_documents=len(corpus), source=source, options=dict(options or {}),
+        multi_vector=multi_vector, n_documents=len(corpus), source=source, options=options,
     )
     if (folder / "index.json").exists():
         previous = IndexManifest.load(folder)
@@ -79,6 +84,20 @@ def build_index(
     folder.mkdir(parents=True, exist_ok=True)
     manifest.save(folder)
     index = _backend_class(backend)(folder, manifest)
+    try:
+        _add_missing(index, model, corpus, chunk_size, batch_size, show_progress_bar, backend)
+        index.finish()
+    except BaseException:
+        index.close()  # flush what was written: the next run resumes from there
+        raise
+    manifest.complete = True
+    manifest.save(folder)
+    index.manifest = manifest
+    return index
+
+
+def _add_missing(index, model, corpus: dict[str, str], chunk_size: int, batch_size: int, show_progress_bar, backend):
+    """Encode and add, chunk by chunk, the documents the index lacks."""
     ids = list(corpus)
     if show_progress_bar is None:
         show_progress_bar = len(ids) > chunk_size
@@ -90,10 +109,6 @@ def build_index(
                 texts = [corpus[doc_id] for doc_id in todo]
                 index.add(todo, model.encode_documents(texts, batch_size=batch_size, show_progress_bar=False), texts)
             progress.update(len(chunk))
-    manifest.complete = True
-    manifest.save(folder)
-    index.manifest = manifest
-    return index
 
 
 def search_texts(model, index, queries: list[str], k: int = 10, batch_size: int = 32, **search_options):

@@ -6,10 +6,11 @@ maintained implementation) as a second, single vector in the same point: a searc
 encoding from that vector's HNSW index, then Qdrant re-ranks them by exact MaxSim over the token vectors (whose own
 HNSW graph is switched off: they are only ever re-ranked).
 
-Embedded by default (``QdrantClient(path=<index>/qdrant)``: no server to start); the same code reaches a Qdrant
-server or cluster when the manifest holds a ``url`` (sharding and replication are then the engine's business).
-Points have stable ids (a UUID derived from the document id) and carry ``doc_id`` and ``text`` as payload, so a
-build that stops part-way resumes with the documents still missing and a rerun never duplicates one.
+Three engines run the same collection (``options["engine"]``): ``edge`` (Qdrant Edge, ``qdrant-edge-py``: the Rust
+engine in-process, no server), ``local`` (``qdrant-client``'s embedded mode, pure Python) and a server or cluster
+(``options["url"]``: sharding and replication are then the engine's business). Points have stable ids (a UUID derived
+from the document id) and carry ``doc_id`` and ``text`` as payload, so a build that stops part-way resumes with the
+documents still missing and a rerun never duplicates one.
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from pathlib import Path
 import torch
 
 from hf_projections.retrieval.index_manifest import IndexManifest
+from hf_projections.retrieval.qdrant_stores import ClientStore, EdgeStore
 
 DEFAULT_COLLECTION = "documents"
+ENGINES = ("edge", "local")  # embedded engines; a "url" option means a server instead
+DEFAULT_ENGINE = "edge"
 # fastembed's defaults: 2^5 SimHash buckets x 16 projected dims x 20 repetitions = 10,240 floats per encoding.
 MUVERA_DEFAULTS = {"k_sim": 5, "dim_proj": 16, "r_reps": 20, "seed": 42}
 TOKENS, FDE = "tokens", "fde"  # the named vectors of a muvera collection
@@ -49,96 +53,71 @@ def _muvera(manifest: IndexManifest):
                   random_seed=settings["seed"])
 
 
-def _client(folder: Path, options: dict):
-    from qdrant_client import QdrantClient
-
+def _store(folder: Path, options: dict):
+    """The engine that holds the collection: a server (``url``), Qdrant Edge or qdrant-client's embedded mode."""
     if options.get("url"):
-        return QdrantClient(url=options["url"], api_key=options.get("api_key"))
+        return ClientStore.server(options["url"], options.get("api_key"), options.get("collection", DEFAULT_COLLECTION))
+    engine = options.get("engine", DEFAULT_ENGINE)
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {', '.join(ENGINES)} (or give a url), got {engine!r}")
     try:
-        return QdrantClient(path=str(folder / "qdrant"))
+        if engine == "edge":
+            return EdgeStore(folder / "edge")
+        return ClientStore.embedded(folder / "qdrant", options.get("collection", DEFAULT_COLLECTION))
     except RuntimeError as error:  # the embedded store is locked by another process
         raise RuntimeError(f"the Qdrant index in {folder} is open in another process ({error})") from error
     except sqlite3.DatabaseError as error:
-        raise ValueError(f"the Qdrant store in {folder / 'qdrant'} is damaged ({error}); rebuild the index into a "
-                         "new folder") from error
+        raise ValueError(f"the Qdrant store in {folder} is damaged ({error}); rebuild the index into a new folder") from error
 
 
 class QdrantIndex:
     """A Qdrant collection holding one index.
 
     Args:
-        folder: the index folder (its ``index.json``; the embedded store in ``<folder>/qdrant``).
-        manifest: its manifest; ``options`` may hold ``collection`` (default ``documents``), ``url`` (a server or
-            cluster instead of the embedded store) and ``on_disk`` (keep vectors on disk, not in RAM).
+        folder: the index folder (its ``index.json``; the embedded store beside it).
+        manifest: its manifest; ``options`` may hold ``engine`` (``edge``, the default, or ``local``), ``url`` (a
+            server or cluster instead), ``collection`` (default ``documents``), ``on_disk`` (vectors on disk, not in
+            RAM) and, for ``muvera``, ``muvera`` (encoding settings).
     """
 
     def __init__(self, folder: str | Path, manifest: IndexManifest):
-        from qdrant_client import models
-
         self.folder = Path(folder)
         self.manifest = manifest
         self.collection = manifest.options.get("collection", DEFAULT_COLLECTION)
         self.muvera = _muvera(manifest) if manifest.backend == "muvera" else None
-        self.client = _client(self.folder, manifest.options)
-        self._models = models
-        if not self.client.collection_exists(self.collection):
+        self.store = _store(self.folder, manifest.options)
+        layout = {TOKENS if self.muvera else "": (manifest.dim, manifest.multi_vector, self.muvera is not None)}
+        if self.muvera is not None:
+            layout[FDE] = (self.muvera.embedding_size, False, False)
+        if not self.store.exists():
             if manifest.complete:  # a finished build whose collection is gone
                 raise ValueError(f"the index in {self.folder} is damaged: its Qdrant collection {self.collection!r} "
                                  "is missing; rebuild the index into a new folder")
-            self._create()
-        self._check_config()
-
-    def _create(self) -> None:
-        models = self._models
-        multi = models.MultiVectorConfig(comparator=models.MultiVectorComparator.MAX_SIM) if self.manifest.multi_vector else None
-        on_disk = bool(self.manifest.options.get("on_disk"))
-        tokens = models.VectorParams(size=self.manifest.dim, distance=models.Distance.DOT, multivector_config=multi,
-                                     on_disk=on_disk, hnsw_config=models.HnswConfigDiff(m=0) if self.muvera else None)
-        if self.muvera is None:
-            self.client.create_collection(self.collection, vectors_config=tokens)
-            return
-        fde = models.VectorParams(size=self.muvera.embedding_size, distance=models.Distance.DOT, on_disk=on_disk)
-        self.client.create_collection(self.collection, vectors_config={TOKENS: tokens, FDE: fde})
-
-    def _check_config(self) -> None:
-        params = self.client.get_collection(self.collection).config.params.vectors
-        if isinstance(params, dict) != (self.muvera is not None):
-            raise ValueError(f"Qdrant collection {self.collection!r} does not match the index manifest in {self.folder} "
-                             f"(backend {self.manifest.backend!r}); rebuild the index into a new folder")
-        if isinstance(params, dict):
-            params = params[TOKENS]
-        multi = getattr(params, "multivector_config", None) is not None
-        if params.size != self.manifest.dim or multi != self.manifest.multi_vector:
-            raise ValueError(
-                f"Qdrant collection {self.collection!r} holds vectors of size {params.size} (multi-vector: {multi}), "
-                f"the index manifest in {self.folder} says {self.manifest.dim} (multi-vector: {self.manifest.multi_vector})"
-            )
+            self.store.create(layout, on_disk=bool(manifest.options.get("on_disk")))
+        found = self.store.layout()
+        if found is not None and found != {name: spec[:2] for name, spec in layout.items()}:
+            raise ValueError(f"Qdrant collection {self.collection!r} holds vectors {found}, the index manifest in "
+                             f"{self.folder} describes {layout}; rebuild the index into a new folder")
 
     def __len__(self) -> int:
-        return self.client.count(self.collection, exact=True).count
+        return self.store.count()
 
     def missing(self, ids: Sequence[str]) -> list[str]:
         """The ``ids`` not in the collection yet, in their order."""
-        found = self.client.retrieve(self.collection, ids=[point_id(i) for i in ids], with_payload=["doc_id"],
-                                     with_vectors=False)
-        present = {point.payload["doc_id"] for point in found}
+        present = set(self.store.payload_values([point_id(i) for i in ids], "doc_id"))
         return [doc_id for doc_id in ids if doc_id not in present]
 
     def add(self, ids: Sequence[str], embeddings, texts: Sequence[str] | None = None) -> None:
         """Upsert documents: ``embeddings`` ``n`` tensors `(tokens_i, dim)` (or `(n, dim)` for a dense model)."""
-        if not ids:
+        if not len(ids):
             return
         texts = list(texts) if texts is not None else [""] * len(ids)
-        points = [
-            self._models.PointStruct(id=point_id(doc_id), vector=self._vectors(vectors, is_query=False),
-                                     payload={"doc_id": doc_id, "text": text})
-            for doc_id, vectors, text in zip(ids, embeddings, texts)
-        ]
-        self.client.upsert(self.collection, points=points, wait=True)
+        self.store.upsert([(point_id(doc_id), self._vectors(vectors, is_query=False), {"doc_id": doc_id, "text": text})
+                           for doc_id, vectors, text in zip(ids, embeddings, texts)])
 
     def text(self, doc_id: str) -> str:
-        found = self.client.retrieve(self.collection, ids=[point_id(doc_id)], with_payload=["text"])
-        return found[0].payload.get("text", "") if found else ""
+        values = self.store.payload_values([point_id(doc_id)], "text")
+        return values[0] if values else ""
 
     def _vectors(self, vectors: torch.Tensor, is_query: bool):
         """A point's vectors (a document's) or a query's: the token vectors, plus the MUVERA encoding for ``muvera``."""
@@ -148,29 +127,31 @@ class QdrantIndex:
         process = self.muvera.process_query if is_query else self.muvera.process_document
         return {TOKENS: tokens.tolist(), FDE: process(tokens.numpy()).astype("float32").tolist()}
 
-    def _request(self, query: torch.Tensor, k: int, candidates: int | None):
-        models = self._models
-        if self.muvera is None:
-            return models.QueryRequest(query=self._vectors(query, is_query=True), limit=k, with_payload=["doc_id"])
-        vectors = self._vectors(query, is_query=True)
-        prefetch = models.Prefetch(query=vectors[FDE], using=FDE, limit=max(k, candidates or 5 * k))
-        return models.QueryRequest(prefetch=prefetch, query=vectors[TOKENS], using=TOKENS, limit=k,
-                                   with_payload=["doc_id"])
-
     def search(self, queries, k: int = 10, candidates: int | None = None) -> tuple[torch.Tensor, list[list[str]]]:
         """Top-``k`` documents per query: ``scores`` `(n_q, k)` (``-inf`` past the hits) and their ids.
 
         ``candidates`` (``muvera`` only): documents fetched by MUVERA encoding and re-ranked by MaxSim (default 5k).
         """
-        requests = [self._request(q, k, candidates) for q in queries]
-        responses = self.client.query_batch_points(self.collection, requests=requests) if requests else []
+        requests = []
+        for query in queries:
+            vectors = self._vectors(query, is_query=True)
+            if self.muvera is None:
+                requests.append({"query": vectors, "using": None, "prefetch": None})
+            else:
+                requests.append({"query": vectors[TOKENS], "using": TOKENS,
+                                 "prefetch": (vectors[FDE], FDE, max(k, candidates or 5 * k))})
+        hits = self.store.query_batch(requests, k) if requests else []
         scores = torch.full((len(requests), k), float("-inf"))
         ids: list[list[str]] = []
-        for row, response in enumerate(responses):
-            ids.append([point.payload["doc_id"] for point in response.points])
-            if response.points:
-                scores[row, : len(response.points)] = torch.tensor([point.score for point in response.points])
+        for row, found in enumerate(hits):
+            ids.append([doc_id for doc_id, _ in found])
+            if found:
+                scores[row, : len(found)] = torch.tensor([score for _, score in found])
         return scores, ids
 
+    def finish(self) -> None:
+        """After the last document: let the engine build its indexes (Qdrant Edge optimises its segments)."""
+        self.store.optimize()
+
     def close(self) -> None:
-        self.client.close()
+        self.store.close()
