@@ -12,12 +12,35 @@ from transformers import AutoConfig, PretrainedConfig
 
 try:  # installed package
     from hf_projections.checks import positive_int
+    from hf_projections.heads.layer_mix import LAYER_MIXES, layer_mix_width
     from hf_projections.heads.registry import resolve_spec
 except ImportError:  # self-contained checkpoint folder (trust_remote_code)
     from .checks import positive_int
+    from .layer_mix import LAYER_MIXES, layer_mix_width
     from .registry import resolve_spec
 
 POOLING_MODES = ("mean", "cls")
+
+
+def _check_projection_layers(layers: Any, num_layers: int | None, model_type: str) -> list[int] | None:
+    """``layers`` as a list of distinct ints in ``[-(num_layers + 1), num_layers]``, or None."""
+    if layers is None:
+        return None
+    if model_type != "hf_projections_colbert":
+        raise ValueError("projection_layers (layer-mix input) is for ColBERT models; single-vector models read one layer")
+    if (not isinstance(layers, (list, tuple)) or not layers
+            or any(isinstance(x, bool) or not isinstance(x, int) for x in layers)):
+        raise ValueError(f"projection_layers must be a non-empty list of ints (e.g. [-1, -2, -3]), got {layers!r}")
+    layers = list(layers)
+    if num_layers is not None:
+        bad = [x for x in layers if not -(num_layers + 1) <= x <= num_layers]
+        if bad:
+            raise ValueError(f"projection_layers {bad} are outside the backbone's layers: allowed -{num_layers + 1}.."
+                             f"{num_layers} (0 = the embedding output, {num_layers} or -1 = the last layer)")
+        resolved = [x if x >= 0 else num_layers + 1 + x for x in layers]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"projection_layers {layers} name a layer twice")
+    return layers
 
 
 def _check_matryoshka_dims(dims: Any, dim: int) -> list[int]:
@@ -58,6 +81,11 @@ class ProjectionConfig(PretrainedConfig):
         matryoshka_dims (`list[int]`, *optional*):
             Nested output dims the head was trained for (a non-empty list of positive ints, each <= ``dim``);
             stored sorted with repeats dropped. ``truncate_dim`` at encode time must be one of them or ``dim``.
+        projection_layers (`list[int]`, *optional*):
+            Layer-mix input (ColBERT models): the head reads these backbone layers instead of the last one, e.g.
+            ``[-1, -2, -3]``; ``0`` is the embedding output, ``num_layers`` (or ``-1``) the last layer. None: the last.
+        layer_mix (`str`, defaults to ``"scalar"``):
+            How ``projection_layers`` combine: ``scalar`` (softmax-weighted sum, ELMo) or ``concat`` (side by side).
     """
 
     model_type = "hf_projections_colbert"
@@ -75,6 +103,8 @@ class ProjectionConfig(PretrainedConfig):
         document_marker: str | None = "[unused1]",
         augment_queries: bool = True,
         matryoshka_dims: list[int] | None = None,
+        projection_layers: list[int] | None = None,
+        layer_mix: str = "scalar",
         **kwargs,
     ):
         if isinstance(backbone_config, dict):
@@ -118,7 +148,25 @@ class ProjectionConfig(PretrainedConfig):
         self.document_marker = document_marker
         self.augment_queries = augment_queries
         self.matryoshka_dims = matryoshka_dims
+        if layer_mix not in LAYER_MIXES:
+            raise ValueError(f"layer_mix must be one of {', '.join(LAYER_MIXES)}, got {layer_mix!r}")
+        self.layer_mix = layer_mix
+        self.projection_layers = _check_projection_layers(projection_layers, self.num_layers, self.model_type)
         super().__init__(**kwargs)
+
+    def resolved_projection_layers(self) -> list[int] | None:
+        """``projection_layers`` as block counts ``0..num_layers`` (``-1`` -> ``num_layers``), or None."""
+        if self.projection_layers is None:
+            return None
+        total = self.num_layers
+        return [layer if layer >= 0 else total + 1 + layer for layer in self.projection_layers]
+
+    @property
+    def projection_input_size(self) -> int:
+        """Width of what the head reads: ``hidden_size``, or the layer mix's width for ``projection_layers``."""
+        if self.projection_layers is None:
+            return self.hidden_size
+        return layer_mix_width(self.layer_mix, len(self.projection_layers), self.hidden_size)
 
     @property
     def hidden_size(self) -> int:

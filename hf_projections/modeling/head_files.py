@@ -55,6 +55,7 @@ def save_head(model: nn.Module, directory: str | os.PathLike) -> Path:
     width, output dim, Matryoshka dims, source model). Works on plain and PEFT-wrapped models."""
     base = base_model_of(model)
     config = base.config
+    base.check_single_layer_input("save_head (a head alone, without its layer mix)")
     head = head_module(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -101,6 +102,7 @@ def load_head(model: nn.Module, directory: str | os.PathLike) -> nn.Module:
     if base is not model:
         raise TypeError("load_head works on a plain model; load the head before wrapping it with PEFT")
     config = base.config
+    base.check_single_layer_input("load_head (a head alone, without a layer mix)")
     if int(description["d_in"]) != int(config.hidden_size):
         raise ValueError(
             f"the saved head takes inputs of width {description['d_in']} but this backbone's hidden size is "

@@ -31,7 +31,8 @@ class ColBERTOutput(ModelOutput):
     Attributes:
         token_embeddings: `(batch, tokens, dim)`, L2-normalised, zero where ``mask`` is False.
         mask: `(batch, tokens)` bool, True for real tokens.
-        last_hidden_state: `(batch, tokens, hidden_size)` backbone output.
+        last_hidden_state: `(batch, tokens, projection_input_size)` what the head read: the backbone output, or the
+            layer mix of ``config.projection_layers``.
     """
 
     token_embeddings: torch.Tensor | None = None
@@ -86,7 +87,7 @@ class ColBERTModel(ProjectionPreTrainedModel):
 
         Returns: :class:`ColBERTOutput` with `(batch, tokens, dim)` token embeddings and their bool mask.
         """
-        hidden = self.hidden_states_at(input_ids, attention_mask, token_type_ids, **kwargs)
+        hidden = self.projection_input(input_ids, attention_mask, token_type_ids, **kwargs)
         mask = attention_mask.bool()
         return ColBERTOutput(
             token_embeddings=self.project(hidden, mask, truncate_dim), mask=mask, last_hidden_state=hidden

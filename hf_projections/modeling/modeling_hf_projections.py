@@ -24,6 +24,7 @@ from transformers import AutoModel, AutoTokenizer, BatchEncoding, PreTrainedMode
 
 try:  # installed package
     from hf_projections.heads.base import ProjectionHead, ResidualHead
+    from hf_projections.heads.layer_mix import build_layer_mix
     from hf_projections.heads.linear import LinearProjection
     from hf_projections.heads.linear_init import init_from_linear
     from hf_projections.heads.registry import build_projection, resolve_spec
@@ -38,6 +39,7 @@ except ImportError:  # self-contained checkpoint folder (trust_remote_code)
     from .configuration_hf_projections import ProjectionConfig
     from .extensions import get_extension
     from .atomic import staged_directory
+    from .layer_mix import build_layer_mix
     from .linear import LinearProjection
     from .linear_init import init_from_linear
     from .registry import build_projection, resolve_spec
@@ -61,7 +63,9 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         if config.backbone_config is None:
             raise ValueError(f"{type(self).__name__} needs config.backbone_config; use {type(self).__name__}.from_backbone(name)")
         self.backbone = backbone_from_config(config.backbone_config)
-        self.projection = build_projection(config.projection, config.hidden_size, config.dim)
+        layers = getattr(config, "projection_layers", None)
+        self.layer_mix = build_layer_mix(config.layer_mix, len(layers)) if layers else None
+        self.projection = build_projection(config.projection, config.projection_input_size, config.dim)
         self.tokenizer = None
         self.post_init()
 
@@ -70,7 +74,8 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         ``reset_own_parameters``), so ``post_init`` and ``from_pretrained(..., ignore_mismatched_sizes=True)``
         re-initialise a head of another shape. Tensors transformers loaded (flagged ``_is_hf_initialized``) keep their
         values; the backbone is a ``PreTrainedModel`` with its own ``_init_weights``."""
-        if not any(module is part for part in self.projection.modules()):
+        head_parts = [*self.projection.modules(), *(self.layer_mix.modules() if self.layer_mix is not None else ())]
+        if not any(module is part for part in head_parts):
             return
         own = dict(module.named_parameters(recurse=False))
         loaded = {name: p.detach().clone() for name, p in own.items() if getattr(p, "_is_hf_initialized", False)}
@@ -350,6 +355,23 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         single = isinstance(layers, int) and not isinstance(layers, bool)
         states = hidden_states_at(self.backbone, inputs, [layers] if single else list(layers))
         return states[0] if single else states
+
+    def projection_input(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         token_type_ids: torch.Tensor | None = None, **kwargs) -> torch.Tensor:
+        """What the head reads, `(batch, tokens, projection_input_size)`: the last layer's states, or the layer mix of
+        ``config.projection_layers``."""
+        layers = self.config.resolved_projection_layers()
+        if layers is None:
+            return self.hidden_states_at(input_ids, attention_mask, token_type_ids, **kwargs)
+        return self.layer_mix(self.hidden_states_at(input_ids, attention_mask, token_type_ids, layers=layers, **kwargs))
+
+    def check_single_layer_input(self, what: str) -> None:
+        """Raise naming ``what`` when the head reads a layer mix, which ``what`` (a one-layer path) cannot give."""
+        if getattr(self.config, "projection_layers", None):
+            raise ValueError(
+                f"{what} gives the head one layer's states, but this model's head reads a layer mix "
+                f"(projection_layers={self.config.projection_layers}); not supported there yet"
+            )
 
     def forward_from_layer(self, hidden_states: torch.Tensor, mask: torch.Tensor, start: int) -> torch.Tensor:
         """Run the backbone blocks above ``start`` on stored states (e.g. a feature cache) for top-K training:

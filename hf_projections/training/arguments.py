@@ -29,6 +29,7 @@ from hf_projections.checks import (
     positive_number,
 )
 from hf_projections.heads import resolve_spec
+from hf_projections.heads.layer_mix import LAYER_MIXES
 from hf_projections.training.modes import parse_mode
 from hf_projections.training.recipes import Recipe, recipe_for
 
@@ -68,6 +69,11 @@ class ProjectionTrainingArguments:
         "train nested dims too, e.g. 32,64,96 (each <= dim)"))
     matryoshka_weights: list[float] | None = field(default=None, metadata=_help(
         "one loss weight per trained dim (the Matryoshka dims and dim)"))
+    projection_layers: list[int] | None = field(default=None, metadata=_help(
+        "layer-mix input (ColBERT): the backbone layers the head reads, e.g. --projection-layers=-1,-2,-3 (default: "
+        "the last); trains without the feature cache for now"))
+    layer_mix: str = field(default="scalar", metadata=_help(
+        "how projection_layers combine: scalar (softmax-weighted sum) or concat (side by side)"))
     starbucks_pairs: list[list[int]] | None = field(default=None, metadata=_help(
         "Starbucks (layer, dim) sub-models, small to large (dense models)", cli=False))
     starbucks_kl_weight: float = field(default=1.0, metadata=_help("weight of the Starbucks KL term", cli=False))
@@ -156,6 +162,7 @@ class ProjectionTrainingArguments:
         if self.projection is not None:
             self.projection = _parse_projection(self.projection)
         self._check_nested()
+        self._check_layer_mix()
         if self.use_cache and self.mode == "full":
             raise ValueError("use_cache=True needs mode 'head' or 'top-K': mode 'full' changes every backbone layer")
         if self.use_cache and self.resume_from_checkpoint:
@@ -163,6 +170,20 @@ class ProjectionTrainingArguments:
                 "cached training does not write checkpoints (it is short): rerun it (the feature cache is reused), or "
                 "set use_cache=False to train through the Trainer with checkpoints"
             )
+
+    def _check_layer_mix(self) -> None:
+        one_of("layer_mix", self.layer_mix, LAYER_MIXES)
+        if self.projection_layers is None:
+            return
+        layers = self.projection_layers
+        if not isinstance(layers, (list, tuple)) or not layers or not all(is_int(x) for x in layers):
+            raise ValueError(f"projection_layers must be a non-empty list of ints, e.g. -1,-2,-3, got {layers!r}")
+        if self.model_type != "colbert":
+            raise ValueError("projection_layers (layer-mix input) needs model_type='colbert'")
+        if self.use_cache:
+            raise ValueError("projection_layers cannot train from the feature cache yet (it holds one layer); leave "
+                             "use_cache unset or set it False")
+        self.projection_layers = list(layers)
 
     def _check_nested(self) -> None:
         if self.matryoshka_dims is not None:
@@ -199,8 +220,10 @@ class ProjectionTrainingArguments:
         }
         if self.mode == "head":
             changes.pop("backbone_lr", None)
-        if self.use_cache is None and (self.mode in ("head", "full") or self.starbucks_pairs is not None):
-            changes["use_cache"] = self.mode == "head" and self.starbucks_pairs is None
+        if self.use_cache is None and (self.mode in ("head", "full") or self.starbucks_pairs is not None
+                                       or self.projection_layers is not None):
+            # Feature caches hold one layer: Starbucks and layer-mix heads train on tokens.
+            changes["use_cache"] = self.mode == "head" and self.starbucks_pairs is None and self.projection_layers is None
         # top-K with use_cache None: train() caches when the backbone's top layers can run on stored states
         return dataclasses.replace(self, **changes)
 

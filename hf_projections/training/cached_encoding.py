@@ -41,6 +41,8 @@ def encode_from_cache(
     Returns:
         ``ColBERTModel``: list of `(tokens_i, dim)` float32 CPU tensors; ``DenseEmbeddingModel``: `(n, dim)`.
     """
+    if hasattr(model, "check_single_layer_input"):
+        model.check_single_layer_input("encoding from a feature cache")
     rows = list(range(len(cache))) if texts is None else cache.rows_of(texts)
     multi_vector = is_multi_vector(model)
     order = sorted(range(len(rows)), key=lambda i: int(cache.lengths[rows[i]]), reverse=True)

@@ -104,6 +104,8 @@ def cache_layer_for_mode(model, mode: str) -> int | None:
     """The cache layer a training mode needs: None for ``head``, ``L - K`` for ``top-K`` (whose last K layers then run
     on cached states: BERT-like encoders); ``full`` cannot cache."""
     parsed = parse_mode(mode)
+    if hasattr(model, "check_single_layer_input"):
+        model.check_single_layer_input("a feature cache (head / top-K training from cached states)")
     if parsed.kind == "full":
         raise ValueError("mode 'full' trains the whole backbone and cannot use cached features; use 'head' or 'top-K'")
     if parsed.kind == "head":

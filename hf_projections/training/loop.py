@@ -48,10 +48,11 @@ def check_finite(loss: torch.Tensor, step: int | None = None) -> None:
 
 def head_parameter_ids(model: nn.Module) -> set[int]:
     """Ids of the projection head's parameters, found as any submodule named ``projection`` (so PEFT's
-    ``ModulesToSaveWrapper`` copy is included)."""
+    ``ModulesToSaveWrapper`` copy is included) or ``layer_mix`` (a layer-mix head's input weights, at the head's
+    learning rate)."""
     ids: set[int] = set()
     for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] == "projection":
+        if name.rsplit(".", 1)[-1] in ("projection", "layer_mix"):
             ids.update(id(p) for p in module.parameters())
     if not ids:
         raise ValueError(f"{type(model).__name__} has no submodule named 'projection'")

@@ -44,11 +44,17 @@ def parse_mode(mode: str | TrainingMode) -> TrainingMode:
     raise ValueError(f"training mode must be {MODE_FORMS}, got {mode!r}")
 
 
+def head_parameters(model: nn.Module) -> list[nn.Parameter]:
+    """The head's parameters: ``model.projection`` and, for a layer-mix head, ``model.layer_mix``."""
+    mix = getattr(model, "layer_mix", None)
+    return [*model.projection.parameters(), *(mix.parameters() if mix is not None else ())]
+
+
 def set_trainable(model: nn.Module, mode: str | TrainingMode) -> dict[str, int]:
     """Set ``requires_grad`` for a training mode and return parameter counts.
 
     - ``full``: every parameter trains.
-    - ``head``: only ``model.projection`` trains.
+    - ``head``: only the head trains (``model.projection``, and ``model.layer_mix`` when the head reads a layer mix).
     - ``top-K``: the last K backbone layers (plus anything the backbone applies after them, e.g. a final
       norm) and the head train; embeddings and earlier layers are frozen.
 
@@ -59,7 +65,7 @@ def set_trainable(model: nn.Module, mode: str | TrainingMode) -> dict[str, int]:
         raise TypeError(f"set_trainable needs a model with .backbone and .projection, got {type(model).__name__}")
     for parameter in model.parameters():
         parameter.requires_grad_(parsed.kind == "full")
-    for parameter in model.projection.parameters():
+    for parameter in head_parameters(model):
         parameter.requires_grad_(True)
     if parsed.kind == "top":
         layers = backbone_layers(model.backbone)

@@ -33,6 +33,8 @@ def to_sentence_transformers(model, path: str | os.PathLike | None = None, *, us
     Returns:
         The ``MultiVectorEncoder`` / ``SentenceTransformer``.
     """
+    if hasattr(model, "check_single_layer_input"):
+        model.check_single_layer_input("the sentence-transformers export (its modules pass the last layer's states)")
     from sentence_transformers import MultiVectorEncoder, SentenceTransformer
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
     from sentence_transformers.sentence_transformer.modules import Pooling

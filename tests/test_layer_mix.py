@@ -1,0 +1,119 @@
+"""Layer-mix input: the head reads a learned mix of several backbone layers (scalar mix or concatenation), built from
+the config, saved and loaded exactly (AutoModel and trust_remote_code), trained through train(), and refused with a
+named error where a path gives the head one layer only."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import AutoModel
+
+from hf_projections.heads.layer_mix import ConcatLayers, ScalarMix, build_layer_mix
+from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel, ProjectionConfig
+
+TEXTS = ["the cat sat on the mat", "genes and proteins", "a river runs through it"]
+
+
+def test_scalar_mix_starts_as_the_mean_and_concat_stacks_features():
+    states = [torch.randn(2, 5, 4) for _ in range(3)]
+    assert torch.allclose(ScalarMix(3)(states), sum(states) / 3, atol=1e-6)
+    mix = ScalarMix(3)
+    with torch.no_grad():
+        mix.weights.copy_(torch.tensor([0.0, 0.0, 50.0]))
+        mix.gamma.fill_(2.0)
+    assert torch.allclose(mix(states), 2 * states[2], atol=1e-5)
+    assert ConcatLayers(3)(states).shape == (2, 5, 12)
+    with pytest.raises(ValueError, match="built for 3 layers, got 2"):
+        ScalarMix(3)(states[:2])
+    with pytest.raises(ValueError, match="layer_mix must be one of scalar, concat"):
+        build_layer_mix("sum", 2)
+
+
+@pytest.mark.parametrize("mix", ["scalar", "concat"])
+def test_layer_mix_model_reads_the_named_layers_and_round_trips(tiny_backbone, tmp_path, mix):
+    torch.manual_seed(0)
+    model = ColBERTModel.from_backbone(tiny_backbone, projection="ffn2-x2-res", dim=8, projection_layers=[-1, 0],
+                                       layer_mix=mix).eval()
+    hidden = model.config.hidden_size
+    assert model.projection.d_in == (2 * hidden if mix == "concat" else hidden)
+    assert model.config.resolved_projection_layers() == [model.config.num_layers, 0]
+    batch = model.tokenize(TEXTS, is_query=False)
+    with torch.no_grad():
+        last, embedding = model.hidden_states_at(**batch, layers=[model.config.num_layers, 0])
+        expected = model.project(model.layer_mix([last, embedding]), batch["attention_mask"].bool())
+        assert torch.equal(model(**batch).token_embeddings, expected)
+    if mix == "scalar":
+        with torch.no_grad():
+            model.layer_mix.weights.copy_(torch.tensor([0.3, -0.2]))  # trained-looking weights must survive saving
+    model.save_pretrained(tmp_path / "model")
+    for loaded in (ColBERTModel.from_pretrained(tmp_path / "model"),
+                   AutoModel.from_pretrained(tmp_path / "model", trust_remote_code=True)):
+        assert loaded.config.projection_layers == [-1, 0] and loaded.config.layer_mix == mix
+        for a, b in zip(loaded.encode_documents(TEXTS), model.encode_documents(TEXTS)):
+            assert torch.allclose(a, b, atol=1e-6)
+
+
+def test_bad_layer_mix_configs_name_the_field(tiny_backbone):
+    with pytest.raises(ValueError, match=r"projection_layers \[5\] are outside the backbone's layers: allowed -3..2"):
+        ColBERTModel.from_backbone(tiny_backbone, dim=8, projection_layers=[-1, 5])
+    with pytest.raises(ValueError, match="name a layer twice"):
+        ColBERTModel.from_backbone(tiny_backbone, dim=8, projection_layers=[-1, 2])
+    with pytest.raises(ValueError, match="non-empty list of ints"):
+        ColBERTModel.from_backbone(tiny_backbone, dim=8, projection_layers=[])
+    with pytest.raises(ValueError, match="layer_mix must be one of scalar, concat"):
+        ProjectionConfig(layer_mix="mean")
+    with pytest.raises(ValueError, match="is for ColBERT models"):
+        DenseEmbeddingModel.from_backbone(tiny_backbone, dim=8, projection_layers=[-1, -2])
+
+
+def test_one_layer_paths_refuse_a_layer_mix_head(tiny_backbone, tmp_path):
+    from hf_projections.modeling import save_head
+    from hf_projections.training.cached_training import build_cached_pairs
+
+    model = ColBERTModel.from_backbone(tiny_backbone, dim=8, projection_layers=[-1, -2])
+    with pytest.raises(ValueError, match="save_head .* reads a layer mix"):
+        save_head(model, tmp_path / "head")
+    with pytest.raises(ValueError, match="feature cache .* reads a layer mix"):
+        build_cached_pairs(model, [{"query": "q", "positive": "p"}], cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="sentence-transformers export .* reads a layer mix"):
+        model.to_sentence_transformers()
+
+
+def test_train_gives_a_layer_mix_model_without_the_cache(tiny_backbone, tmp_path):
+    import datasets
+
+    from hf_projections.training import ProjectionTrainingArguments, train
+
+    rows = datasets.Dataset.from_dict({"query": [f"{t} question" for t in TEXTS * 4],
+                                       "positive": [f"about {t} number {i}" for i, t in enumerate(TEXTS * 4)]})
+    args = ProjectionTrainingArguments(backbone=tiny_backbone, projection="linear", dim=8, max_steps=2, batch_size=4,
+                                       projection_layers=[-1, -2], output_dir=str(tmp_path / "out"), save_steps=None)
+    assert args.resolved().use_cache is False
+    before = ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8, projection_layers=[-1, -2])
+    model = train(rows, args)
+    assert model.config.projection_layers == [-1, -2]
+    assert not torch.equal(model.layer_mix.weights.detach(), before.layer_mix.weights.detach())  # the mix trained
+    with pytest.raises(ValueError, match="cannot train from the feature cache"):
+        ProjectionTrainingArguments(projection_layers=[-1], use_cache=True)
+
+
+def test_layer_mix_loads_with_remote_code_without_the_package(tiny_backbone, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    from safetensors.torch import load_file
+    from test_modeling import _REMOTE_CODE_SCRIPT
+
+    torch.manual_seed(0)
+    model = ColBERTModel.from_backbone(tiny_backbone, projection="ffn2-x2-res", dim=8, projection_layers=[-1, -2])
+    with torch.no_grad():
+        model.layer_mix.weights.copy_(torch.tensor([0.5, -0.5]))
+    model.eval().save_pretrained(tmp_path / "model")
+    with torch.no_grad():
+        expected = model(**model.tokenize(TEXTS, is_query=False)).token_embeddings
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", _REMOTE_CODE_SCRIPT, str(tmp_path / "model"), str(tmp_path / "out"),
+                           json.dumps(TEXTS)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert torch.equal(load_file(tmp_path / "out")["embeddings"], expected)
