@@ -542,7 +542,7 @@ def test_heads_import_only_stdlib_torch_and_single_dot_siblings(path):
 def test_transformers_remote_code_loader_accepts_the_heads():
     """transformers' own trust_remote_code scanner finds every sibling and needs nothing beyond torch."""
     dynamic = pytest.importorskip("transformers.dynamic_module_utils")
-    entry_points = [HEADS_DIR / name for name in ("registry.py", "describe.py", "linear_init.py")]
+    entry_points = [HEADS_DIR / name for name in ("registry.py", "describe.py", "linear_init.py", "layer_mix.py")]
     needed = set()
     for entry in entry_points:
         files = {Path(f).name for f in dynamic.get_relative_import_files(str(entry))} | {entry.name}
