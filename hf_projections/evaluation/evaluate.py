@@ -36,13 +36,30 @@ def build_run(
         scores, indices: ``(n_q, k')`` from ``maxsim_topk`` (index -1 = no hit).
         ignore_identical_ids: drop a hit whose doc id equals the query id (search ``k + 1`` for this).
     """
-    run: dict[str, dict[str, float]] = {}
-    for row, query_id in enumerate(query_ids):
-        hits: dict[str, float] = {}
-        for index, score in zip(indices[row].tolist(), scores[row].tolist()):
+    ranked = []
+    for row_indices in indices.tolist():
+        hits = []
+        for index in row_indices:
             if index < 0:
                 break
-            doc_id = doc_ids[index]
+            hits.append(doc_ids[index])
+        ranked.append(hits)
+    return run_from_ranked(query_ids, ranked, scores.tolist(), k, ignore_identical_ids)
+
+
+def run_from_ranked(
+    query_ids: Sequence[str],
+    ranked_ids: Sequence[Sequence[str]],
+    ranked_scores: Sequence[Sequence[float]],
+    k: int,
+    ignore_identical_ids: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Ranked hits per query (doc ids best first, and their scores) -> run ``{query_id: {doc_id: score}}`` with at
+    most ``k`` hits per query; ``ignore_identical_ids`` drops a hit whose doc id equals the query id."""
+    run: dict[str, dict[str, float]] = {}
+    for query_id, row_ids, row_scores in zip(query_ids, ranked_ids, ranked_scores):
+        hits: dict[str, float] = {}
+        for doc_id, score in zip(row_ids, row_scores):
             if ignore_identical_ids and doc_id == query_id:
                 continue
             hits[doc_id] = score

@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 
 from hf_projections.data import load_beir
-from hf_projections.evaluation.evaluate import load_model
+from hf_projections.evaluation.evaluate import load_model, run_from_ranked
 from hf_projections.evaluation.metrics import DEFAULT_METRICS, compute_metrics
 from hf_projections.retrieval.indexing import open_index, search_texts
 
@@ -45,10 +45,7 @@ def evaluate_index(
         search_seconds = time.perf_counter() - started
     finally:
         index.close()
-    run = {}
-    for query_id, row_ids, row_scores in zip(query_ids, ids, scores.tolist()):
-        hits = {d: s for d, s in zip(row_ids, row_scores) if not (dataset.ignore_identical_ids and d == query_id)}
-        run[query_id] = dict(list(hits.items())[:k])
+    run = run_from_ranked(query_ids, ids, scores.tolist(), k, dataset.ignore_identical_ids)
     return {
         "model": manifest.model,
         "data": name,
