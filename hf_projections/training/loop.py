@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_parameter_names
 
-from hf_projections.training.modes import eval_frozen_modules
+from hf_projections.training.modes import eval_frozen_modules, head_parameter_ids
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -44,19 +44,6 @@ def check_finite(loss: torch.Tensor, step: int | None = None) -> None:
 
 
 # --------------------------------------------------------------------------- parameter groups
-
-
-def head_parameter_ids(model: nn.Module) -> set[int]:
-    """Ids of the projection head's parameters, found as any submodule named ``projection`` (so PEFT's
-    ``ModulesToSaveWrapper`` copy is included) or ``layer_mix`` (a layer-mix head's input weights, at the head's
-    learning rate)."""
-    ids: set[int] = set()
-    for name, module in model.named_modules():
-        if name.rsplit(".", 1)[-1] in ("projection", "layer_mix"):
-            ids.update(id(p) for p in module.parameters())
-    if not ids:
-        raise ValueError(f"{type(model).__name__} has no submodule named 'projection'")
-    return ids
 
 
 def decay_parameter_names(model: nn.Module) -> set[str]:

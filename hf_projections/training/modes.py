@@ -44,10 +44,20 @@ def parse_mode(mode: str | TrainingMode) -> TrainingMode:
     raise ValueError(f"training mode must be {MODE_FORMS}, got {mode!r}")
 
 
-def head_parameters(model: nn.Module) -> list[nn.Parameter]:
-    """The head's parameters: ``model.projection`` and, for a layer-mix head, ``model.layer_mix``."""
-    mix = getattr(model, "layer_mix", None)
-    return [*model.projection.parameters(), *(mix.parameters() if mix is not None else ())]
+# The modules that make up the head: the projection, and a layer-mix head's input weights.
+HEAD_MODULE_NAMES = ("projection", "layer_mix")
+
+
+def head_parameter_ids(model: nn.Module) -> set[int]:
+    """Ids of the projection head's parameters, found as any submodule named in :data:`HEAD_MODULE_NAMES` (so PEFT's
+    ``ModulesToSaveWrapper`` copy is included; the optimizer gives them the head's learning rate)."""
+    ids: set[int] = set()
+    for name, module in model.named_modules():
+        if name.rsplit(".", 1)[-1] in HEAD_MODULE_NAMES:
+            ids.update(id(p) for p in module.parameters())
+    if not ids:
+        raise ValueError(f"{type(model).__name__} has no submodule named 'projection'")
+    return ids
 
 
 def set_trainable(model: nn.Module, mode: str | TrainingMode) -> dict[str, int]:
@@ -65,8 +75,9 @@ def set_trainable(model: nn.Module, mode: str | TrainingMode) -> dict[str, int]:
         raise TypeError(f"set_trainable needs a model with .backbone and .projection, got {type(model).__name__}")
     for parameter in model.parameters():
         parameter.requires_grad_(parsed.kind == "full")
-    for parameter in head_parameters(model):
-        parameter.requires_grad_(True)
+    for name in HEAD_MODULE_NAMES:
+        if getattr(model, name, None) is not None:
+            getattr(model, name).requires_grad_(True)
     if parsed.kind == "top":
         layers = backbone_layers(model.backbone)
         if parsed.top_k > len(layers):
