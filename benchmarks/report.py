@@ -70,10 +70,39 @@ def encode_overhead_section(section: dict) -> list[str]:
     return lines + [""] + _provenance(section)
 
 
+def search_peak_lines(peak: dict, check_k: int) -> list[str]:
+    """The batched-query part of the search section: GFLOP/s per block size as a fraction of the matmul peak."""
+    matmul = peak["matmul_peak_gflops"]
+    lines = [f"**Batched queries against the hardware.** {peak['queries']} queries x {peak['query_tokens']} tokens "
+             f"against {peak['documents']:,} documents with the real token lengths ({peak['doc_tokens_total']:,} "
+             f"document tokens), top-100: {peak['useful_gflop']:,.0f} GFLOP of useful work (`2 x query tokens x real "
+             f"document tokens x dim`, padding not counted). fp32 matmul peak measured in the same run (square 2048 "
+             f"matmul, best of 5): {matmul['before']:.0f} GFLOP/s before, {matmul['after']:.0f} after; the fractions "
+             f"use {matmul['peak']:.0f}. `max_block_scores` is the size in floats of one similarity block; the "
+             "default is picked from the CPU's cache sizes.", ""]
+    rows = [[f"{row['max_block_scores']:,}" + (" (default)" if row["default"] else ""),
+             f"{row['seconds']['min']:.2f}", f"{row['gflops']:.0f}", f"**{100 * row['peak_fraction']:.0f} %**"
+             if row["default"] else f"{100 * row['peak_fraction']:.0f} %"] for row in peak["rows"]]
+    st = peak["sentence_transformers"]
+    rows.append(["sentence-transformers `util.maxsim`", f"{st['seconds']['min']:.2f}", f"{st['gflops']:.0f}",
+                 f"{100 * st['peak_fraction']:.0f} %"])
+    lines += _table(["max_block_scores (floats)", "s (best)", "GFLOP/s", "of peak"], rows)
+    agreement = peak["agreement"]
+    lines += ["", f"**Target: >= 75 % of the matmul peak and >= 3x sentence-transformers with identical top-{check_k}: "
+                  f"{peak['status']}** (default {100 * peak['rows'][0]['peak_fraction']:.0f} % of the peak; "
+                  f"{peak['speedup_vs_sentence_transformers']:.2f}x sentence-transformers; identical top-{check_k} "
+                  f"sets for {agreement['same_top_set']}/{agreement['queries']} queries, in the same order for "
+                  f"{agreement['same_top_order']}, largest score difference {agreement['max_abs_score_diff']:.1e})."]
+    return lines
+
+
 def search_section(section: dict) -> list[str]:
     sizes, summary = section["sizes"], section["summary"]
     lines = ["## Exact MaxSim search vs sentence-transformers", ""]
-    lines += [f"{sizes['queries']} queries x {sizes['query_tokens']} tokens, dim {sizes['dim']}, top-{sizes['k']}; "
+    if section.get("peak"):
+        lines += search_peak_lines(section["peak"], sizes["check_k"]) + [""]
+    lines += [("**Corpus sizes.** " if section.get("peak") else "")
+              + f"{sizes['queries']} queries x {sizes['query_tokens']} tokens, dim {sizes['dim']}, top-{sizes['k']}; "
               f"random clustered L2-normalised token vectors; document lengths drawn from the real "
               f"{section['data']['lengths_from']} token lengths (mean {section['data']['lengths_pool_mean']:.0f}, "
               f"cut at {sizes['max_doc_tokens']}). sentence-transformers side: the "

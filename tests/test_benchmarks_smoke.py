@@ -103,6 +103,10 @@ def test_search_quick_agrees_with_sentence_transformers(bench, tmp_path, tiny_ba
         assert row["agreement"]["equal"], row["agreement"]
         assert row["agreement"]["same_top_set"] == section["sizes"]["queries"]
     assert section["summary"]["all_equal"] is True and section["memory_method"]
+    peak = section["peak"]  # the batched part: default + every fixed block size, against the matmul peak
+    assert [row["default"] for row in peak["rows"]] == [True] + [False] * (len(peak["rows"]) - 1)
+    assert all(0 < row["peak_fraction"] for row in peak["rows"]) and peak["matmul_peak_gflops"]["peak"] > 0
+    assert peak["agreement"]["equal"] and peak["status"] in ("PASS", "FAIL")
 
 
 def test_search_skips_sizes_predicted_too_slow(bench, tmp_path, tiny_backbone, data_root):
@@ -199,6 +203,7 @@ def test_report_assembles_sections(bench, tmp_path, tiny_backbone, data_root):
     bench("search").main(quick_args(tmp_path, tiny_backbone, data_root))
     text = report.main(["--results", str(tmp_path), "--output", str(tmp_path / "RESULTS.md")])
     assert (tmp_path / "RESULTS.md").read_text() == text
-    assert HEADINGS["search"] in text and "**Target: >= 1.5x faster with equal results:" in text
+    assert HEADINGS["search"] in text and "**Target: >= 3.0x faster with equal results:" in text
+    assert "**Target: >= 75 % of the matmul peak and >= 3x sentence-transformers" in text
     assert "not a measurement" in text and "## Machine and versions" in text
     assert "(not measured yet: `python benchmarks/ann.py`)" in text

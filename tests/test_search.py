@@ -34,13 +34,16 @@ def assert_same_topk(scores, indices, reference: torch.Tensor, k: int, atol: flo
 
 
 @pytest.mark.parametrize(
-    ("chunk_size", "query_batch_size", "k"),
-    [(7, 3, 5), (1, 1, 4), (64, None, 10), (None, None, 100), (5, 2, 37)],
+    ("chunk_size", "query_batch_size", "k", "max_block_scores"),
+    [(7, 3, 5, None), (1, 1, 4, None), (64, None, 10, None), (None, None, 100, None), (5, 2, 37, None),
+     # blocks smaller than one document x one query batch: a tile of one document each; tiles of 3 documents
+     (None, None, 10, 1), (11, 4, 10, 3 * 20 * 4 * 6), (None, 5, 8, 1000)],
 )
-def test_exact_search_matches_naive(chunk_size, query_batch_size, k):
+def test_exact_search_matches_naive(chunk_size, query_batch_size, k, max_block_scores):
     queries = random_embeddings(11, 6, seed=1)
     documents = random_embeddings(37, 20, seed=2)
-    scores, indices = maxsim_topk(queries, documents, k=k, chunk_size=chunk_size, query_batch_size=query_batch_size)
+    scores, indices = maxsim_topk(queries, documents, k=k, chunk_size=chunk_size, query_batch_size=query_batch_size,
+                                  max_block_scores=max_block_scores)
     assert_same_topk(scores, indices, naive_maxsim(queries, documents), k)
     assert scores.dtype == torch.float32 and indices.dtype == torch.int64
     assert scores.shape == (11, min(k, 37))  # k larger than the corpus is clamped
@@ -82,7 +85,7 @@ def test_exclude_drops_given_documents():
     documents = random_embeddings(12, 6, seed=6)
     reference = naive_maxsim(queries, documents)
     exclude = [[0], [], [3, 11], list(range(12)), [reference[4].argmax().item()]]
-    scores, indices = maxsim_topk(queries, documents, k=12, chunk_size=5, exclude=exclude)
+    scores, indices = maxsim_topk(queries, documents, k=12, chunk_size=5, query_batch_size=2, exclude=exclude)
     for row, excluded in enumerate(exclude):
         kept = [i for i in indices[row].tolist() if i >= 0]
         assert not set(kept) & set(excluded)

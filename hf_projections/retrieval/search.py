@@ -10,14 +10,17 @@ How the exact search stays fast and bounded:
   tensor is needed;
 - queries are padded with zero vectors: a zero query token scores 0 against every document token, so
   it adds exactly 0 to the sum;
-- scores of one (query batch x doc chunk) block are ``(q_batch * Tq, chunk * Td)`` floats; per-chunk
-  top-k results are merged into a running top-k.
+- a gathered chunk is scored in tiles: each ``(tile docs * Td, q_batch * Tq)`` similarity block is sized to
+  stay in the cores' caches between the matmul that writes it and the max that reads it (the max over a block
+  that went out to memory costs as much as the matmul); per-chunk top-k results are merged into a running
+  top-k.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,8 +30,10 @@ from hf_projections.retrieval.store import EncodedCorpus
 
 Embeddings = Sequence[torch.Tensor] | torch.Tensor | EncodedCorpus
 
-# Scores held at once per (query batch x doc chunk) block, in floats: 2**24 floats = 64 MiB.
-DEFAULT_MAX_BLOCK_SCORES = 2**24
+# Query tokens scored by one matmul (32 queries of 32 tokens): wide enough to run the matmul near its peak.
+QUERY_COLUMNS = 1024
+# Floats of one gathered document chunk (16 MiB in float32); the top-k is merged once per chunk.
+CHUNK_FLOATS = 2**22
 
 
 @contextlib.contextmanager
@@ -118,7 +123,7 @@ def maxsim_topk(
     exclude: Sequence[Iterable[int]] | None = None,
     compute_dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
-    max_block_scores: int = DEFAULT_MAX_BLOCK_SCORES,
+    max_block_scores: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` documents for every query by MaxSim (multi-vector) or dot product (dense).
 
@@ -128,12 +133,14 @@ def maxsim_topk(
         doc_embeddings: ``n_d`` tensors ``(tokens_j, dim)``, an ``EncodedCorpus``, or a dense ``(n_d, dim)``
             tensor. Storage may be float16/bfloat16; blocks are cast to ``compute_dtype`` to score.
         k: results per query; clamped to ``n_d``.
-        chunk_size: documents per chunk; None picks it from ``max_block_scores``.
-        query_batch_size: queries scored together; None picks it from ``max_block_scores``.
+        chunk_size: documents gathered (and merged into the running top-k) at a time; None picks it so a
+            gathered chunk holds about ``CHUNK_FLOATS`` floats.
+        query_batch_size: queries scored by one matmul; None picks about ``QUERY_COLUMNS`` query tokens.
         exclude: optional, per query, doc indices never to return (e.g. the query's own document).
         compute_dtype: dtype of the matmul (float32 on CPU; float16/bfloat16 make sense on GPU).
         device: where to score (default: where the corpus tensor lives).
-        max_block_scores: bound on the floats of one score block ``(q_batch * Tq, chunk * Td)``.
+        max_block_scores: floats of one similarity block ``(docs * width, q_batch * Tq)``, the matmul whose
+            max is taken while it is still in cache; None picks ``default_block_scores(device)``.
 
     Returns:
         ``scores`` ``(n_q, k)`` float32, best first, and ``indices`` ``(n_q, k)`` int64 positions in
@@ -159,45 +166,48 @@ def maxsim_topk(
             f"queries with no token vectors cannot be scored by MaxSim: indices {empty[:5].tolist()} "
             f"({len(empty)} of {n_q} queries)"
         )
-    for name, size in (("chunk_size", chunk_size), ("query_batch_size", query_batch_size)):
+    for name, size in (("chunk_size", chunk_size), ("query_batch_size", query_batch_size),
+                       ("max_block_scores", max_block_scores)):
         if size is not None:
             positive_int(name, size)
     k = min(k, n_d)
     device = torch.device(device) if device is not None else corpus.embeddings.device
     excluded = _exclusion_plan(exclude, n_q, n_d)
-
-    best_scores = torch.full((n_q, k), float("-inf"), dtype=torch.float32, device=device)
-    best_indices = torch.full((n_q, k), -1, dtype=torch.int64, device=device)
     if n_q == 0:
-        return best_scores.cpu(), best_indices.cpu()
+        return torch.full((0, k), float("-inf")), torch.full((0, k), -1, dtype=torch.int64)
 
-    # Sort documents (and queries) by length so padded blocks are tight.
+    # Work in length-sorted order on both sides so padded blocks are tight; results are unsorted at the end.
     doc_order = torch.argsort(lengths, stable=True)
     query_order = torch.argsort(query_lengths, stable=True)
     max_doc_len, max_query_len = int(lengths.max()), int(query_lengths.max())
-    if chunk_size is None:
-        chunk_size = max(1, min(n_d, 4096, max_block_scores // (max_doc_len * max(1, min(n_q, 16) * max_query_len))))
+    if max_block_scores is None:
+        max_block_scores = default_block_scores(device)
     if query_batch_size is None:
-        query_batch_size = max(1, min(n_q, max_block_scores // (chunk_size * max_doc_len * max_query_len)))
+        query_batch_size = max(1, min(n_q, QUERY_COLUMNS // max_query_len))
+    if chunk_size is None:
+        chunk_size = max(1, min(n_d, CHUNK_FLOATS // (max_doc_len * corpus.dim)))
 
-    query_batches = []
+    query_batches = []  # (first sorted row, (batch, tokens, dim) zero-padded queries)
     for start in range(0, n_q, query_batch_size):
-        rows = query_order[start : start + query_batch_size]
-        batch = torch.nn.utils.rnn.pad_sequence([queries[i] for i in rows.tolist()], batch_first=True)
-        query_batches.append((rows.to(device), batch.to(device=device, dtype=compute_dtype)))
+        rows = query_order[start : start + query_batch_size].tolist()
+        batch = torch.nn.utils.rnn.pad_sequence([queries[i] for i in rows], batch_first=True)
+        query_batches.append((start, batch.to(device=device, dtype=compute_dtype)))
 
-    # Excluded (query row, doc index) pairs, grouped by chunk: the chunk of a doc is its sorted position.
+    # Excluded (sorted query row, doc position in its chunk), grouped by chunk; a doc's chunk is its sorted position.
     exclusions_by_chunk: dict[int, list[tuple[int, int]]] = {}
     if excluded is not None:
+        query_position = torch.empty(n_q, dtype=torch.int64)
+        query_position[query_order] = torch.arange(n_q)
         position = torch.empty(n_d, dtype=torch.int64)
         position[doc_order] = torch.arange(n_d)
         for row, indices in enumerate(excluded):
             for doc in indices:
                 pos = int(position[doc])
-                exclusions_by_chunk.setdefault(pos // chunk_size, []).append((row, pos % chunk_size))
+                exclusions_by_chunk.setdefault(pos // chunk_size, []).append((int(query_position[row]), pos % chunk_size))
 
-    packed = corpus.embeddings
-    offsets = corpus.offsets
+    best_scores = torch.full((n_q, k), float("-inf"), dtype=torch.float32, device=device)
+    best_indices = torch.full((n_q, k), -1, dtype=torch.int64, device=device)
+    packed, offsets = corpus.embeddings, corpus.offsets
     for chunk_number, start in enumerate(range(0, n_d, chunk_size)):
         chunk_docs = doc_order[start : start + chunk_size]
         chunk_lengths = lengths[chunk_docs]
@@ -206,43 +216,97 @@ def maxsim_topk(
         steps = torch.arange(width)
         gather = offsets[chunk_docs].unsqueeze(1) + torch.minimum(steps.unsqueeze(0), (chunk_lengths - 1).unsqueeze(1))
         chunk = packed[gather].to(device=device, dtype=compute_dtype)  # (chunk, width, dim)
-        flat_docs = chunk.reshape(-1, chunk.shape[-1])  # (chunk * width, dim)
-        chunk_exclusions = exclusions_by_chunk.get(chunk_number)
-        if chunk_exclusions:
-            mask = torch.zeros(n_q, chunk_docs.shape[0], dtype=torch.bool)
-            excluded_rows, excluded_cols = zip(*chunk_exclusions)
-            mask[list(excluded_rows), list(excluded_cols)] = True
-            mask = mask.to(device)
-        for rows, batch in query_batches:
-            n_rows, tokens, dim = batch.shape
-            # (chunk * width, n_rows * tokens): the max over doc tokens then runs over contiguous rows,
-            # which vectorises far better on CPU than a max along the last axis.
-            similarities = (flat_docs @ batch.reshape(-1, dim).T).view(chunk_docs.shape[0], width, n_rows * tokens)
-            best_per_token = similarities.amax(dim=1).float()  # (chunk, n_rows * tokens)
-            scores = best_per_token.view(-1, n_rows, tokens).sum(dim=2).T  # (n_rows, chunk)
-            if chunk_exclusions:
-                scores.masked_fill_(mask[rows], float("-inf"))
-            _merge_topk(best_scores, best_indices, rows, scores, chunk_docs.to(device), k)
+        scores = _chunk_scores(chunk, query_batches, n_q, max_block_scores)  # (n_q, chunk), sorted query rows
+        for row, column in exclusions_by_chunk.get(chunk_number, ()):
+            scores[row, column] = float("-inf")
+        _merge_topk(best_scores, best_indices, scores, chunk_docs.to(device), k)
     best_indices.masked_fill_(best_scores == float("-inf"), -1)
-    return best_scores.cpu(), best_indices.cpu()
+    # back from length-sorted query rows to the caller's order
+    scores_out = torch.empty_like(best_scores)
+    indices_out = torch.empty_like(best_indices)
+    scores_out[query_order.to(device)] = best_scores
+    indices_out[query_order.to(device)] = best_indices
+    return scores_out.cpu(), indices_out.cpu()
+
+
+def default_block_scores(device: torch.device) -> int:
+    """Floats of one similarity block: on CPU as many floats as the scoring threads' private caches hold bytes
+    (4M floats with 2 threads of 2 MiB L2), within ``[2**20, 2**23]``; 2**24 on accelerators.
+
+    Measured with 300 queries x 32 tokens against 5,183 SciFact-length documents on a 2-core CPU with 2 MiB of
+    L2 per core (benchmarks/search.py): 2**21..2**23 floats all ran at 81-83 % of the matmul peak, 2**20 at 76 %
+    (per-call overhead starts to show), 2**24 at 67 % (the max over the block reads it back from memory).
+    """
+    if device.type != "cpu":
+        return 2**24
+    return max(2**20, min(2**23, _per_core_cache_bytes() * torch.get_num_threads()))
+
+
+def _per_core_cache_bytes() -> int:
+    """The largest per-core (unshared) cache level of CPU 0 in bytes, from sysfs; 1 MiB if unknown."""
+    best = 0
+    for index in Path("/sys/devices/system/cpu/cpu0/cache").glob("index*"):
+        try:
+            shared = (index / "shared_cpu_list").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if "," in shared or "-" in shared:  # shared between cores (the L3): not private
+            continue
+        multiplier = {"K": 2**10, "M": 2**20, "G": 2**30}.get(size[-1:], 1)
+        best = max(best, int(size.rstrip("KMG")) * multiplier)
+    return best or 2**20
+
+
+def _chunk_scores(
+    chunk: torch.Tensor, query_batches: list[tuple[int, torch.Tensor]], n_q: int, max_block_scores: int
+) -> torch.Tensor:
+    """MaxSim of every query against one gathered chunk: ``(n_q, chunk)`` float32, rows in query-batch order.
+
+    Args:
+        chunk: ``(n_docs, width, dim)`` documents, each padded by repeating its last token.
+        query_batches: ``(first row, (batch, tokens, dim))`` zero-padded queries.
+
+    The chunk is cut into tiles of documents so each ``(tile * width, batch * tokens)`` similarity block fits
+    in ``max_block_scores`` floats: the matmul writes it and the max over document tokens reads it while it is
+    still in cache (a block larger than the cache makes the max a pass over memory and halves the speed).
+    The max runs over contiguous rows of the block, which vectorises far better than a max along its last axis.
+    """
+    n_docs, width, dim = chunk.shape
+    flat_docs = chunk.reshape(-1, dim)  # (n_docs * width, dim)
+    scores = torch.empty(n_q, n_docs, dtype=torch.float32, device=chunk.device)
+    widest = max(batch.shape[0] * batch.shape[1] for _, batch in query_batches)
+    tile = max(1, min(n_docs, max_block_scores // (width * widest)))
+    tile = -(-n_docs // -(-n_docs // tile))  # as many tiles, of equal size: no thin last tile
+    block = torch.empty(tile * width * widest, dtype=chunk.dtype, device=chunk.device)
+    best = torch.empty(tile * widest, dtype=chunk.dtype, device=chunk.device)
+    for first_doc in range(0, n_docs, tile):
+        docs = min(tile, n_docs - first_doc)
+        doc_rows = flat_docs[first_doc * width : (first_doc + docs) * width]
+        for first_row, batch in query_batches:
+            n_rows, tokens, _ = batch.shape
+            columns = n_rows * tokens
+            similarities = block[: docs * width * columns].view(docs * width, columns)
+            torch.mm(doc_rows, batch.view(columns, dim).T, out=similarities)
+            per_token = best[: docs * columns].view(docs, columns)
+            torch.amax(similarities.view(docs, width, columns), dim=1, out=per_token)
+            scores[first_row : first_row + n_rows, first_doc : first_doc + docs] = (
+                per_token.view(docs, n_rows, tokens).sum(dim=2, dtype=torch.float32).T
+            )
+    return scores
 
 
 def _merge_topk(
-    best_scores: torch.Tensor,
-    best_indices: torch.Tensor,
-    rows: torch.Tensor,
-    scores: torch.Tensor,
-    doc_ids: torch.Tensor,
-    k: int,
+    best_scores: torch.Tensor, best_indices: torch.Tensor, scores: torch.Tensor, doc_ids: torch.Tensor, k: int
 ) -> None:
-    """Merge block ``scores`` ``(n_rows, chunk)`` of documents ``doc_ids`` into the running top-k of ``rows``."""
+    """Merge chunk ``scores`` ``(n_q, chunk)`` of documents ``doc_ids`` into the running top-k ``(n_q, k)``."""
     take = min(k, scores.shape[1])
     chunk_scores, chunk_positions = scores.topk(take, dim=1)
-    candidates = torch.cat([best_scores[rows], chunk_scores], dim=1)
-    candidate_ids = torch.cat([best_indices[rows], doc_ids[chunk_positions]], dim=1)
+    candidates = torch.cat([best_scores, chunk_scores], dim=1)
+    candidate_ids = torch.cat([best_indices, doc_ids[chunk_positions]], dim=1)
     top_scores, top_positions = candidates.topk(k, dim=1)
-    best_scores[rows] = top_scores
-    best_indices[rows] = candidate_ids.gather(1, top_positions)
+    best_scores.copy_(top_scores)
+    best_indices.copy_(candidate_ids.gather(1, top_positions))
 
 
 def dense_topk(
