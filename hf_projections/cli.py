@@ -193,6 +193,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "matryoshka_weights": args.matryoshka_weights,
         "markers": args.markers,
         "augment_queries": args.augment_queries,
+        "backbone_precision": args.backbone_precision,
     }
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     if settings.backbone is None:
@@ -284,6 +285,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--temperature", type=float)
     sweep.add_argument("--max-pairs", type=int)
     sweep.add_argument("--train-threads", type=int, help="torch threads while training (default: all cores)")
+    sweep.add_argument("--backbone-precision", choices=("auto", "fp32", "bf16"),
+                       help="the frozen backbone pass that fills the cache (auto: bf16 on a CPU with AMX or a bf16 GPU)")
     sweep.add_argument("--max-eval-queries", type=int, help="seeded sample of test queries per set (full corpus)")
     sweep.add_argument("--validation-queries", type=int,
                        help="hold out this many training queries and report metrics on them (for choices)")

@@ -88,11 +88,22 @@ def test_same_seed_gives_the_same_result(settings, tmp_path):
 @pytest.mark.parametrize(
     ("changes", "message"),
     [({"heads": ("ffn2",)}, "must include the 'linear' baseline"), ({"steps": 0}, "steps must be a positive int"),
-     ({"seeds": (0, 0)}, "must not repeat")],
+     ({"seeds": (0, 0)}, "must not repeat"), ({"backbone_precision": "fp16"}, "backbone_precision must be one of")],
 )
 def test_bad_settings_are_rejected(changes, message):
     with pytest.raises(ValueError, match=message):
         SweepSettings(**changes)
+
+
+def test_auto_backbone_precision_resolves_to_what_this_machine_runs(monkeypatch):
+    from hf_projections.training import backbone_precision
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(backbone_precision, "native_bf16", lambda device, native=native: native)
+        settings = SweepSettings(backbone_precision="auto", device="cpu").resolved()
+        assert settings.backbone_precision == expected  # what settings.json records
+        assert settings.training_arguments(seed=0).backbone_precision == expected
+    assert SweepSettings(device="cpu").resolved().backbone_precision == "fp32"  # the default stays exact
 
 
 def test_cli_sweep_runs_and_prints_the_table(settings, tmp_path, capsys):
@@ -112,7 +123,7 @@ def test_validation_queries_are_held_out_of_training_and_reported(settings, tmp_
     real_cache_features = sweep_runner.cache_features
     monkeypatch.setattr(
         sweep_runner, "cache_features",
-        lambda model, pairs, *a: trained_queries.extend(pairs["query"]) or real_cache_features(model, pairs, *a),
+        lambda model, pairs, *a, **k: trained_queries.extend(pairs["query"]) or real_cache_features(model, pairs, *a, **k),
     )
     records = run_sweep(settings.replace(heads=["linear"], seeds=[0], validation_queries=4, eval_data=()), tmp_path / "v")
     validation = records[0]["validation"]["tinypairs-val"]
@@ -164,7 +175,7 @@ def test_bad_validation_and_init_settings_are_rejected(changes, message):
 def test_markers_and_query_augmentation_follow_the_settings(settings, tmp_path, monkeypatch):
     built = []
     real = sweep_runner.cache_features
-    monkeypatch.setattr(sweep_runner, "cache_features", lambda model, *a: built.append(model) or real(model, *a))
+    monkeypatch.setattr(sweep_runner, "cache_features", lambda model, *a, **k: built.append(model) or real(model, *a, **k))
     plain = settings.replace(heads=["linear"], seeds=[0], markers=False, augment_queries=False)
     run_sweep(plain, tmp_path / "plain")
     tokens = built[-1].tokenize(["cat effect"], is_query=True)["input_ids"][0].tolist()

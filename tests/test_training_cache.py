@@ -133,6 +133,8 @@ def test_cache_is_reused_and_invalidated(tiny_backbone, tmp_path):
     new_key(texts=TEXTS + ["a new text"])
     new_key(layer=1)
     new_key(dtype="float32")
+    new_key(precision="bf16")
+    assert build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, precision="fp32").key == first.key
     model.config.document_max_length = 12
     new_key()
     with torch.no_grad():
@@ -150,6 +152,29 @@ def test_cache_is_reused_and_invalidated(tiny_backbone, tmp_path):
         model.backbone.encoder.layer[0].output.dense.weight.mul_(2.0)
     assert build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, layer=1).key != layer_cache.key
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".building")]
+
+
+def test_bf16_backbone_pass_is_close_to_fp32_and_auto_follows_the_hardware(tiny_backbone, tmp_path, monkeypatch):
+    from hf_projections.training import backbone_precision
+
+    model = make(ColBERTModel, tiny_backbone)
+    exact = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, dtype="float32")
+    bf16 = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, dtype="float32", precision="bf16")
+    assert bf16.key != exact.key and json.loads((bf16.path / "meta.json").read_text())["description"][
+        "backbone_precision"] == "bf16"
+    for row in range(len(exact)):
+        a, _ = exact.batch([row]); b, _ = bf16.batch([row])
+        assert not torch.equal(a, b)  # really another pass ...
+        assert torch.nn.functional.cosine_similarity(a.flatten(0, 1), b.flatten(0, 1)).min() > 0.99  # ... of bf16 noise
+    for native, expected in ((True, bf16.key), (False, exact.key)):
+        monkeypatch.setattr(backbone_precision, "native_bf16", lambda device, native=native: native)
+        assert backbone_precision.resolve_backbone_precision("auto") == ("bf16" if native else "fp32")
+        auto = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, dtype="float32", precision="auto")
+        assert auto.key == expected
+    with pytest.raises(ValueError, match="backbone_precision must be one of 'auto', 'fp32', 'bf16', got 'int8'"):
+        build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, precision="int8")
+    with pytest.raises(ValueError, match="backbone_precision"):
+        ProjectionTrainingArguments(backbone_precision="fp16")
 
 
 def test_killed_build_leaves_no_cache(tiny_backbone, tmp_path, monkeypatch):

@@ -184,6 +184,7 @@ def maxsim_topk(
         max_block_scores = default_block_scores(device)
     if query_batch_size is None:
         query_batch_size = max(1, min(n_q, QUERY_COLUMNS // max_query_len))
+        query_batch_size = -(-n_q // -(-n_q // query_batch_size))  # equal batches: no thin last matmul
     if chunk_size is None:
         chunk_size = max(1, min(n_d, CHUNK_FLOATS // (max_doc_len * corpus.dim)))
 

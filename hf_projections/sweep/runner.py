@@ -113,18 +113,19 @@ def _check_resumable(output: Path, settings: SweepSettings) -> None:
             )
 
 
-def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache_dir: Path):
+def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache_dir: Path, precision: str = "fp32"):
     """One backbone pass over every text the sweep needs: two caches (queries, documents) shared by training
     and evaluation, so a training passage that is also an evaluation document is encoded once.
 
     Returns ``(train_data, query_cache, doc_cache)``; ``top-K`` modes cache the input of the last K layers.
+    ``precision`` is the backbone pass's (``fp32`` or ``bf16``, see ``training.backbone_precision``).
     Each cache holds the sorted *set* of its texts, so sweeps whose texts differ only in order or repeats (other
     training samples over the same corpus, say) share one cache instead of encoding the corpus again.
     """
     train_queries, positives = list(pairs["query"]), list(pairs["positive"])
     queries = sorted({*train_queries, *(t for s in eval_sets.values() for t in s.query_texts)})
     documents = sorted({*positives, *(t for s in eval_sets.values() for t in s.doc_texts)})
-    options = {"cache_dir": cache_dir, "layer": cache_layer_for_mode(model, mode)}
+    options = {"cache_dir": cache_dir, "layer": cache_layer_for_mode(model, mode), "precision": precision}
     query_cache = build_feature_cache(model, queries, is_query=True, **options)
     doc_cache = build_feature_cache(model, documents, is_query=False, **options)
     train_data = CachedPairs(
@@ -197,9 +198,10 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
     validation_sets = validation_sets or {}
     eval_sets = {name: EvalSet.load(name, settings.max_eval_queries) for name in settings.eval_data}
     print(f"[sweep] caching backbone features ({len(pairs['query'])} training pairs, "
-          f"eval: {', '.join([*eval_sets, *validation_sets])})")
+          f"eval: {', '.join([*eval_sets, *validation_sets])}; {settings.backbone_precision} backbone pass)")
     started = time.perf_counter()
-    caches = cache_features(model, pairs, {**eval_sets, **validation_sets}, settings.mode, cache_dir)
+    caches = cache_features(model, pairs, {**eval_sets, **validation_sets}, settings.mode, cache_dir,
+                            precision=settings.backbone_precision)
     cache_seconds = time.perf_counter() - started
 
     records = list(finished.values())

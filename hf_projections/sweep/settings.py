@@ -12,8 +12,9 @@ import math
 from dataclasses import dataclass, field
 
 from hf_projections.checks import is_int as _is_int
-from hf_projections.checks import is_number, non_negative_int, positive_int
+from hf_projections.checks import is_number, non_negative_int, one_of, positive_int
 from hf_projections.training.arguments import ProjectionTrainingArguments
+from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS, resolve_backbone_precision
 from hf_projections.training.modes import parse_mode
 from hf_projections.training.recipes import recipe_for
 
@@ -81,6 +82,9 @@ class SweepSettings:
         matryoshka_weights: one non-negative weight per trained dim, i.e. per entry of ``trained_dims()`` (the
             full ``dim`` counts even when not listed); None: 1 each.
         precision: ``auto`` (bf16 autocast on a GPU that has it, fp32 on CPU), ``fp32`` or ``bf16``.
+        backbone_precision: the frozen backbone pass that fills the feature cache: ``fp32``, ``bf16`` (autocast) or
+            ``auto`` (bf16 where the device runs it natively: a CPU with AMX, a bf16 GPU; else fp32).
+            ``resolved()`` turns ``auto`` into what this machine runs, and that is what ``settings.json`` records.
         device: where runs train, encode and search (``cpu``, ``cuda``, ``cuda:1``...; None: a GPU when there is
             one). Not part of the budget, like ``train_threads``.
     """
@@ -109,6 +113,7 @@ class SweepSettings:
     matryoshka_dims: tuple[int, ...] | None = None
     matryoshka_weights: tuple[float, ...] | None = None
     precision: str = "auto"
+    backbone_precision: str = "fp32"
     device: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -128,6 +133,7 @@ class SweepSettings:
         what ``settings.json`` records and what a resumed sweep is compared against."""
         recipe = recipe_for(self.mode)
         changes = {name: getattr(recipe, name) for name in RECIPE_FIELDS if getattr(self, name) is None}
+        changes["backbone_precision"] = resolve_backbone_precision(self.backbone_precision, self.torch_device())
         return self.replace(**changes)
 
     def training_arguments(self, seed: int) -> ProjectionTrainingArguments:
@@ -151,6 +157,7 @@ class SweepSettings:
             seed=seed,
             use_cache=True,
             precision=settings.precision,
+            backbone_precision=settings.backbone_precision,
         ).resolved()
 
     def torch_device(self) -> str:
@@ -204,6 +211,7 @@ class SweepSettings:
         non_negative_int("validation_queries", self.validation_queries)
         if not self.eval_data and not self.validation_queries:
             raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
+        one_of("backbone_precision", self.backbone_precision, BACKBONE_PRECISIONS)
         if self.precision not in SWEEP_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(SWEEP_PRECISIONS)}, got {self.precision!r}")
         if self.device is not None and (not isinstance(self.device, str) or not self.device.split(":")[0] in ("cpu", "cuda")):

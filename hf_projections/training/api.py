@@ -171,7 +171,8 @@ def _train_cached(model, rows, args: ProjectionTrainingArguments, loss, log_path
         model.cuda()
     started = time.perf_counter()
     data = build_cached_pairs(model, rows, mode=args.mode, cache_dir=args.cache_dir, dtype=args.cache_dtype,
-                              num_negatives=args.num_negatives, show_progress_bar=args.show_progress_bar)
+                              num_negatives=args.num_negatives, show_progress_bar=args.show_progress_bar,
+                              precision=args.backbone_precision)
     cache_seconds = time.perf_counter() - started
     stats = train_from_cache(model, data, args, loss=loss, log_path=log_path)
     model.cpu()

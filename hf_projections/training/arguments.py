@@ -30,6 +30,7 @@ from hf_projections.checks import (
 )
 from hf_projections.heads import resolve_spec
 from hf_projections.heads.layer_mix import LAYER_MIXES
+from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS
 from hf_projections.training.modes import parse_mode
 from hf_projections.training.recipes import Recipe, recipe_for
 
@@ -118,6 +119,9 @@ class ProjectionTrainingArguments:
         "train from cached backbone features (default: in head mode, and in top-K mode for BERT-like encoders)"))
     cache_dir: str | None = field(default=None, metadata=_help("feature cache folder (default: $HF_PROJECTIONS_CACHE)"))
     cache_dtype: str = field(default="float16", metadata=_help("feature cache storage: float16 or float32"))
+    backbone_precision: str = field(default="fp32", metadata=_help(
+        "precision of the frozen backbone pass that fills the feature cache: fp32, bf16 (autocast) or auto (bf16 where "
+        "the hardware runs it natively: a CPU with AMX, a bf16 GPU; else fp32)"))
     show_progress_bar: bool = field(default=True, metadata=_help("progress bars"))
 
     def __post_init__(self):
@@ -130,6 +134,7 @@ class ProjectionTrainingArguments:
         one_of("precision", self.precision, PRECISIONS)
         one_of("negatives_method", self.negatives_method, NEGATIVE_METHODS)
         one_of("cache_dtype", self.cache_dtype, CACHE_DTYPES)
+        one_of("backbone_precision", self.backbone_precision, BACKBONE_PRECISIONS)
         one_of("pooling", self.pooling, POOLINGS)
         for name in ("dim", "query_max_length", "document_max_length", "epochs", "batch_size",
                      "gradient_accumulation_steps", "logging_steps"):

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 
 from hf_projections.checks import positive_int
 from hf_projections.modeling.backbone import backbone_layers
+from hf_projections.training.backbone_precision import backbone_autocast, resolve_backbone_precision
 from hf_projections.training.cache_keys import cache_description, cache_key, text_sha1
 from hf_projections.training.feature_cache import STORAGE_DTYPES, FeatureCache, default_cache_dir
 
@@ -55,6 +56,7 @@ def build_feature_cache(
     dtype: torch.dtype | str = torch.float16,
     batch_size: int = 64,
     show_progress_bar: bool | None = None,
+    precision: str = "fp32",
 ) -> FeatureCache:
     """Return a cache holding ``texts``: an identical one, else one built the same way over more texts
     (:func:`find_covering_cache`), else a new one.
@@ -68,6 +70,8 @@ def build_feature_cache(
             layers (top-k mode, BERT-like encoders).
         dtype: storage dtype, ``float16`` (default, half the disk) or ``float32`` (exact).
         batch_size: backbone batch size (texts are length-sorted into batches).
+        precision: the backbone pass's precision, ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the device
+            runs it natively, see ``training.backbone_precision``); part of the cache key.
     """
     if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
         raise TypeError("texts must be a list of strings")
@@ -81,7 +85,9 @@ def build_feature_cache(
         if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= depth:
             raise ValueError(f"layer must be an int in 0..{depth} (backbone blocks applied), got {layer!r}")
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
-    description = cache_description(model, unique, is_query, layer, dtype_name)
+    device = next(model.backbone.parameters()).device
+    precision = resolve_backbone_precision(precision, device)
+    description = cache_description(model, unique, is_query, layer, dtype_name, precision)
     key = cache_key(description)
     final = root / key
     if (final / "meta.json").exists():
@@ -97,7 +103,9 @@ def build_feature_cache(
     os.umask(umask)
     os.chmod(staging, 0o777 & ~umask)  # mkdtemp makes it private; a shared cache should be readable
     try:
-        _write_cache(model, unique, is_query, layer, STORAGE_DTYPES[dtype_name], batch_size, show_progress_bar, staging)
+        with backbone_autocast(precision, device):
+            _write_cache(model, unique, is_query, layer, STORAGE_DTYPES[dtype_name], batch_size, show_progress_bar,
+                         staging)
         meta = {
             "key": key,
             "description": description,

@@ -1,5 +1,5 @@
 """Feature cache keys: a hash of everything cached states depend on (texts, frozen backbone weights, tokenizer,
-query/document settings, layer, storage dtype), so that any change gives a new cache."""
+query/document settings, layer, storage dtype, backbone precision), so that any change gives a new cache."""
 
 from __future__ import annotations
 
@@ -57,13 +57,16 @@ def tokenizer_fingerprint(tokenizer) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-def cache_description(model, texts: Sequence[str], is_query: bool, layer: int | None, dtype: str) -> dict:
-    """Everything a cache depends on (hashed into its key; also stored in meta.json)."""
+def cache_description(
+    model, texts: Sequence[str], is_query: bool, layer: int | None, dtype: str, precision: str = "fp32"
+) -> dict:
+    """Everything a cache depends on (hashed into its key; also stored in meta.json). ``precision`` is the
+    backbone pass's (``fp32`` or ``bf16``); it enters the key only when not fp32, so fp32 keys stay as they were."""
     config = model.config
     texts_digest = hashlib.sha256()
     for text in texts:
         texts_digest.update(text_sha1(text))
-    return {
+    description = {
         "format": CACHE_FORMAT_VERSION,
         "backbone": backbone_fingerprint(model.backbone, layer),
         "tokenizer": tokenizer_fingerprint(model.tokenizer),
@@ -76,6 +79,9 @@ def cache_description(model, texts: Sequence[str], is_query: bool, layer: int | 
         "texts": texts_digest.hexdigest(),
         "n_texts": len(texts),
     }
+    if precision != "fp32":
+        description["backbone_precision"] = precision
+    return description
 
 
 def cache_key(description: dict) -> str:

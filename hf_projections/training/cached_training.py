@@ -130,6 +130,7 @@ def build_cached_pairs(
     negative_prefix: str = "negative_",
     teacher_column: str = "scores",
     show_progress_bar: bool | None = None,
+    precision: str = "fp32",
 ) -> CachedPairs:
     """Cache the texts of training rows (a ``datasets.Dataset`` or list of dicts) and index the rows into them.
 
@@ -146,7 +147,8 @@ def build_cached_pairs(
     queries = list(rows[query_column]) if hasattr(rows, "column_names") else [r[query_column] for r in rows]
     records = rows if not hasattr(rows, "column_names") else rows.to_list()
     documents, group = document_groups(records, positive_column, negative_prefix, num_negatives)
-    options = dict(cache_dir=cache_dir, layer=layer, dtype=dtype, batch_size=batch_size, show_progress_bar=show_progress_bar)
+    options = dict(cache_dir=cache_dir, layer=layer, dtype=dtype, batch_size=batch_size, show_progress_bar=show_progress_bar,
+                   precision=precision)
     query_cache = build_feature_cache(model, queries, is_query=True, **options)
     document_cache = build_feature_cache(model, documents, is_query=False, **options)
     query_rows = torch.tensor(query_cache.rows_of(queries))
