@@ -135,16 +135,22 @@ def search_section(section: dict) -> list[str]:
 def training_section(section: dict) -> list[str]:
     sizes = section["sizes"]
     lines = ["## Training throughput by mode", ""]
+    precisions = sizes.get("precisions", ["fp32"])
     lines += [f"Backbone `{Path(section['backbone']).name}`, head `{sizes['projection']}`, "
-              f"{section['data']['pairs']} `{section['data']['train_data']}` pairs, batch {sizes['batch_size']}, fp32 "
+              f"{section['data']['pairs']} `{section['data']['train_data']}` pairs, batch {sizes['batch_size']}, "
               f"on CPU ({sizes['torch_threads']} threads), steps {sizes['steps']}, {sizes['rounds']} interleaved "
               "round(s), medians. Cached modes: samples/s of the training loop; `incl. cache` adds the one-time "
-              "backbone pass that fills the feature cache.", ""]
-    rows = [[f"`{row['mode']}`", str(row["steps"]), f"{row['trainable_params']:,}", f"{row['samples_per_second']:.1f}",
-             f"{row['speedup_vs_full']:.1f}x", f"{row['cache_build_s']:.1f}", f"{row['samples_per_second_incl_cache']:.1f}"]
+              "backbone pass that fills the feature cache. `fp32` is the training path as it was; `bf16` autocasts the "
+              "training passes (fp32 master weights) and the cache-filling backbone pass"
+              + (f" (this CPU runs bf16 natively, AMX: {section['native_bf16']})" if "native_bf16" in section else "")
+              + f"; `vs {precisions[0]}` compares a mode with itself in {precisions[0]}, measured in the same rounds.", ""]
+    rows = [[f"`{row['mode']}`", row.get("precision", "fp32"), str(row["steps"]), f"{row['trainable_params']:,}",
+             f"{row['samples_per_second']:.1f}", f"{row['speedup_vs_full']:.1f}x",
+             f"**{row.get('speedup_vs_first_precision', 1.0):.2f}x**", f"{row['cache_build_s']:.1f}",
+             f"{row['samples_per_second_incl_cache']:.1f}"]
             for row in section["rows"]]
-    lines += _table(["mode", "steps", "trainable params", "samples/s", "vs full", "cache build s",
-                     "samples/s incl. cache"], rows)
+    lines += _table(["mode", "precision", "steps", "trainable params", "samples/s", "vs full", f"vs {precisions[0]}",
+                     "cache build s", "samples/s incl. cache"], rows)
     sweep = section.get("sweep")
     if sweep:
         lines += [""]

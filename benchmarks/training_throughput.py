@@ -3,8 +3,11 @@
 ``full`` trains everything through ``transformers.Trainer``; ``top-K`` (default ``top-2``) and ``head`` train
 from cached backbone features (one backbone pass first, then no backbone pass per step for ``head``, only the
 last K layers for ``top-K``). All three go through ``hf_projections.training.train`` with the same pairs,
-head, batch size and precision (fp32 on CPU), each in a fresh output and cache folder, and the modes take
-turns in rotated order for ``--rounds`` rounds (medians).
+head and batch size, each in a fresh output and cache folder, and the (mode, precision) candidates take turns in
+rotated order for ``--rounds`` rounds (medians). ``--precisions fp32,bf16`` times every mode in both: fp32 is the
+path as it was; bf16 is autocast for the forward and backward passes of the training loop (fp32 master weights;
+the Trainer's ``bf16=True`` for ``full``, the cached loop's ``precision="bf16"`` otherwise) and for the backbone pass
+that fills the feature cache. On a CPU, bf16 only pays where it has AMX tiles (``native_bf16`` is recorded).
 
 Reported per mode: training-loop samples/s (the Trainer's ``train_samples_per_second`` for ``full``; the
 cached loop's own count for the others), the one-time feature-cache build, and samples/s with that build
@@ -45,26 +48,30 @@ def parse_args(argv=None):
     parser.add_argument("--top-steps", type=int, default=12)
     parser.add_argument("--head-steps", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32 (the old path), bf16")
     parser.add_argument("--sweep-dir", type=Path, default=None, help="a sweep output folder to summarise")
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.batch_size, args.rounds = 16, 4, 1
         args.full_steps, args.top_steps, args.head_steps = 2, 2, 4
+    args.precisions = [p.strip() for p in str(args.precisions).split(",") if p.strip()]
+    if not args.precisions or set(args.precisions) - {"fp32", "bf16"}:
+        parser.error(f"--precisions takes fp32 and/or bf16, got {args.precisions}")
     return args
 
 
-def train_once(args, backbone: str, rows, mode: str, steps: int, workdir: Path) -> dict:
+def train_once(args, backbone: str, rows, mode: str, steps: int, workdir: Path, precision: str = "fp32") -> dict:
     """One ``train(...)`` call in a fresh output/cache folder; returns its ``train_summary.json``."""
     from hf_projections.training import ProjectionTrainingArguments, train
 
-    output = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{mode}-"))
+    output = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{mode}-{precision}-"))
     cached = mode != "full"
     extra = {"query_max_length": 8, "document_max_length": 32} if args.quick else {}
     train(rows, ProjectionTrainingArguments(
         backbone=backbone, projection=args.projection, mode=mode, max_steps=steps,
         batch_size=args.batch_size, output_dir=str(output / "run"), save_steps=None, logging_steps=max(1, steps),
-        use_cache=cached, cache_dir=str(output / "cache") if cached else None, precision="fp32",
-        show_progress_bar=False, seed=0, **extra,
+        use_cache=cached, cache_dir=str(output / "cache") if cached else None, precision=precision,
+        backbone_precision=precision, show_progress_bar=False, seed=0, **extra,
     ))
     return json.loads((output / "run" / "train_summary.json").read_text(encoding="utf-8"))
 
@@ -116,22 +123,26 @@ def run(args) -> dict:
     common.quiet_transformers()
     backbone = args.backbone or default_backbone()
     rows = load_training_pairs(args.train_data, max_pairs=args.pairs, seed=0)
+    from hf_projections.training.backbone_precision import native_bf16
+
     top_mode = f"top-{args.top_k}"
     modes = {"full": args.full_steps, top_mode: args.top_steps, "head": args.head_steps}
-    summaries: dict[str, list[dict]] = {mode: [] for mode in modes}
+    keys = [(mode, precision) for mode in modes for precision in args.precisions]
+    summaries: dict[tuple[str, str], list[dict]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as workdir:
-        candidates = {mode: (lambda m=mode: summaries[m].append(train_once(args, backbone, rows, m, modes[m],
-                                                                          Path(workdir))))
-                      for mode in modes}
+        candidates = {key: (lambda k=key: summaries[k].append(train_once(args, backbone, rows, k[0], modes[k[0]],
+                                                                        Path(workdir), precision=k[1])))
+                      for key in keys}
         timings = common.interleaved_timings(candidates, args.rounds, warmup=0)
 
     results = []
-    for mode, runs in summaries.items():
+    for (mode, precision), runs in summaries.items():
         loop_rates = [run["samples_per_second"] for run in runs]
         with_cache = [run["steps"] * args.batch_size / (run["seconds"] + run.get("cache_seconds", 0.0))
                       for run in runs]
         results.append({
             "mode": mode,
+            "precision": precision,
             "cached": bool(runs[0]["cached"]),
             "steps": runs[0]["steps"],
             "samples_per_step": args.batch_size,
@@ -141,21 +152,27 @@ def run(args) -> dict:
             "samples_per_second_incl_cache": common.median(with_cache),
             "trainable_params": runs[0]["parameters"].get("trainable") if isinstance(runs[0]["parameters"], dict)
             else runs[0]["parameters"],
-            "train_call_wall_s": common.spread(timings[mode]),
+            "train_call_wall_s": common.spread(timings[(mode, precision)]),
         })
-    full_rate = next(r["samples_per_second"] for r in results if r["mode"] == "full")
+    baseline = {row["mode"]: row for row in results if row["precision"] == args.precisions[0]}
+    full_rate = baseline["full"]["samples_per_second"]
     for row in results:
         row["speedup_vs_full"] = row["samples_per_second"] / full_rate
+        # the same mode in the first precision listed (fp32: the path as it was), measured in the same rounds
+        row["speedup_vs_first_precision"] = row["samples_per_second"] / baseline[row["mode"]]["samples_per_second"]
+        row["speedup_incl_cache_vs_first_precision"] = (row["samples_per_second_incl_cache"]
+                                                        / baseline[row["mode"]]["samples_per_second_incl_cache"])
     payload = {
         "description": "training samples/s of full (Trainer) vs cached top-K and head modes",
         "backbone": backbone,
         "data": {"train_data": args.train_data, "pairs": len(rows)},
         "sizes": {"batch_size": args.batch_size, "projection": args.projection, "steps": modes,
-                  "rounds": args.rounds, "torch_threads": torch.get_num_threads()},
+                  "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "precisions": args.precisions},
+        "native_bf16": native_bf16("cpu"),
         "quick": args.quick,
         "notes": notes,
         "rows": results,
-        "summary": {row["mode"]: round(row["speedup_vs_full"], 2) for row in results},
+        "summary": {f"{row['mode']} {row['precision']}": round(row["speedup_vs_full"], 2) for row in results},
     }
     if args.sweep_dir is not None:
         payload["sweep"] = summarise_sweep(args.sweep_dir)
@@ -165,10 +182,12 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     result = run(args)
-    print(f"{'mode':<8} {'samples/s':>10} {'x full':>7} {'cache s':>8} {'samples/s incl. cache':>22}")
+    print(f"{'mode':<8} {'prec':<5} {'samples/s':>10} {'x full':>7} {'x fp32':>7} {'cache s':>8} "
+          f"{'samples/s incl. cache':>22}")
     for row in result["rows"]:
-        print(f"{row['mode']:<8} {row['samples_per_second']:>10.1f} {row['speedup_vs_full']:>7.1f} "
-              f"{row['cache_build_s']:>8.1f} {row['samples_per_second_incl_cache']:>22.1f}")
+        print(f"{row['mode']:<8} {row['precision']:<5} {row['samples_per_second']:>10.1f} {row['speedup_vs_full']:>7.1f} "
+              f"{row['speedup_vs_first_precision']:>7.2f} {row['cache_build_s']:>8.1f} "
+              f"{row['samples_per_second_incl_cache']:>22.1f}")
     if "sweep" in result:
         print("sweep:", json.dumps(result["sweep"], indent=1))
     common.write_section(NAME, result, args.output)

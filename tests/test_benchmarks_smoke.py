@@ -147,10 +147,13 @@ def test_training_throughput_quick_and_sweep_summary(bench, tmp_path, tiny_backb
     out = tmp_path / "out"
     bench("training_throughput").main(quick_args(out, tiny_backbone, data_root, "--sweep-dir", str(sweep)))
     section = read_section(out, "training_throughput")
-    assert [row["mode"] for row in section["rows"]] == ["full", "top-2", "head"]
+    assert [(row["mode"], row["precision"]) for row in section["rows"]] == [
+        ("full", "fp32"), ("full", "bf16"), ("top-2", "fp32"), ("top-2", "bf16"), ("head", "fp32"), ("head", "bf16")]
     for row in section["rows"]:
         assert {"samples_per_second", "cache_build_s", "samples_per_second_incl_cache", "speedup_vs_full",
-                "trainable_params", "steps"} <= set(row)
+                "speedup_vs_first_precision", "trainable_params", "steps"} <= set(row)
+        if row["precision"] == "fp32":
+            assert row["speedup_vs_first_precision"] == 1.0
         assert row["samples_per_second"] > 0 and row["cached"] == (row["mode"] != "full")
     summary = section["sweep"]
     assert summary["runs"] == 2 and summary["heads"] == ["ffn2-x2-res", "linear"]

@@ -181,12 +181,14 @@ def cached_loss(model, batch: dict[str, torch.Tensor], loss: ProjectionLoss, lay
 
 
 def autocast_context(device: torch.device, precision: str):
-    """A factory of the forward pass's autocast context: bf16 on a GPU when ``precision`` asks for it (``auto``: a GPU
-    with bf16), else none (fp32). fp16 needs a loss scaler that this loop does not have, so it trains in fp32."""
-    flags = precision_flags(precision) if device.type == "cuda" else {"bf16": False, "fp16": False}
+    """A factory of the forward pass's autocast context: bf16 when ``precision`` asks for it (``bf16``; ``auto``: a GPU
+    with bf16), on a GPU or a CPU (fast where the CPU has AMX tiles), else none (fp32). fp16 needs a loss scaler that
+    this loop does not have, so it trains in fp32."""
+    # on a CPU only an explicit bf16 autocasts (``auto`` means fp32 there, as in the Trainer path)
+    flags = precision_flags(precision) if device.type == "cuda" else {"bf16": precision == "bf16", "fp16": False}
     if flags["fp16"]:
-        logger.warning("the cached loop has no fp16 loss scaler: training in fp32 (use precision='bf16' on this GPU)")
-    if flags["bf16"]:
+        logger.warning("the cached loop has no fp16 loss scaler: training in fp32 (use precision='bf16')")
+    if flags["bf16"] and device.type in ("cuda", "cpu"):
         return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext
 
