@@ -194,11 +194,13 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "markers": args.markers,
         "augment_queries": args.augment_queries,
         "backbone_precision": args.backbone_precision,
+        "precision": args.precision,
     }
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     if settings.backbone is None:
         settings = settings.replace(backbone=default_backbone())
-    run_sweep(settings, output_dir=args.output, cache_dir=args.cache_dir)
+    time_limit = args.time_limit * 60 if args.time_limit is not None else None
+    run_sweep(settings, output_dir=args.output, cache_dir=args.cache_dir, time_limit=time_limit)
 
 
 def cmd_teacher_scores(args: argparse.Namespace) -> None:
@@ -287,6 +289,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--train-threads", type=int, help="torch threads while training (default: all cores)")
     sweep.add_argument("--backbone-precision", choices=("auto", "fp32", "bf16"),
                        help="the frozen backbone pass that fills the cache (auto: bf16 on a CPU with AMX or a bf16 GPU)")
+    sweep.add_argument("--precision", choices=("auto", "fp32", "bf16"),
+                       help="training autocast (auto: bf16 on a GPU that has it, fp32 on the CPU; bf16: autocast on the CPU too)")
+    sweep.add_argument("--time-limit", type=_positive(float),
+                       help="minutes: start no run that would end past it (the same command later goes on)")
     sweep.add_argument("--max-eval-queries", type=int, help="seeded sample of test queries per set (full corpus)")
     sweep.add_argument("--validation-queries", type=int,
                        help="hold out this many training queries and report metrics on them (for choices)")

@@ -95,6 +95,19 @@ def test_learning_rate_flags_have_one_meaning():
     assert (parsed.backbone_lr, parsed.head_lr) == (1e-4, 1e-3)
 
 
+def test_sweep_passes_training_precision_and_time_limit(monkeypatch, tmp_path):
+    import hf_projections.sweep as sweep
+    from hf_projections.cli import main
+
+    calls = []
+    monkeypatch.setattr(sweep, "run_sweep", lambda settings, **kwargs: calls.append((settings, kwargs)))
+    main(["sweep", "--backbone", "B", "--mode", "top-6", "--precision", "bf16", "--time-limit", "1.5",
+          "--output", str(tmp_path / "out")])
+    (settings, kwargs), = calls
+    assert (settings.precision, settings.mode, kwargs["time_limit"]) == ("bf16", "top-6", 90.0)
+    main(["sweep", "--backbone", "B", "--output", str(tmp_path / "out")])
+    assert calls[-1][0].precision == "auto" and calls[-1][1]["time_limit"] is None
+
 def _plain_encoder(tiny_backbone):
     return tiny_backbone  # a BERT folder: an encoder, not an hf-projections model
 

@@ -213,6 +213,17 @@ def test_encode_from_cache_matches_encoding(tiny_backbone, tmp_path, cls):
             torch.testing.assert_close(from_cache, direct, atol=1e-5, rtol=0)
 
 
+def test_encode_from_cache_autocasts_when_asked(tiny_backbone, tmp_path):
+    model = make(ColBERTModel, tiny_backbone)
+    cache = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, layer=1, dtype="float32")
+    exact = encode_from_cache(model, cache, TEXTS)
+    assert all(torch.equal(a, b) for a, b in zip(exact, encode_from_cache(model, cache, TEXTS, precision="auto")))
+    bf16 = encode_from_cache(model, cache, TEXTS, precision="bf16")  # the top layer and head run in bf16
+    assert all(e.dtype == torch.float32 for e in bf16)
+    assert not all(torch.equal(a, b) for a, b in zip(exact, bf16))
+    for a, b in zip(exact, bf16):
+        assert torch.nn.functional.cosine_similarity(a, b).min() > 0.99
+
 def test_train_from_cache_learns_and_logs(tiny_backbone, tmp_path):
     model = make(ColBERTModel, tiny_backbone)
     data = build_cached_pairs(model, datasets.Dataset.from_dict(ROWS), mode="head", cache_dir=tmp_path)

@@ -139,15 +139,19 @@ def cache_features(model, pairs, eval_sets: dict[str, EvalSet], mode: str, cache
     return train_data, query_cache, doc_cache
 
 
-def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache, dims: tuple[int, ...] = (), device=None) -> dict:
+def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache, dims: tuple[int, ...] = (), device=None,
+                         precision: str = "fp32") -> dict:
     """Metrics at the full dim; with ``dims``, ``{dim: result}`` for each of them (the full dim included).
+
+    ``precision`` is the encoding's autocast (the sweep's training precision: a bf16-trained top-K run is scored
+    with bf16 layers too).
 
     Encodes once at the full dim; a smaller dim keeps the first ``d`` features of each (token) embedding and
     re-normalises, which is exactly what ``truncate_dim`` computes.
     """
     started = time.perf_counter()
-    documents = encode_from_cache(model, doc_cache, texts=eval_set.doc_texts)
-    queries = encode_from_cache(model, query_cache, texts=eval_set.query_texts)
+    documents = encode_from_cache(model, doc_cache, texts=eval_set.doc_texts, precision=precision)
+    queries = encode_from_cache(model, query_cache, texts=eval_set.query_texts, precision=precision)
     full_dim = model.config.dim
     results = {}
     for dim in sorted(dims or (full_dim,), key=lambda d: d != full_dim):  # the full dim first: it paid the encoding
@@ -289,7 +293,8 @@ def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eva
     dims = settings.trained_dims()
     device = next(model.parameters()).device
     by_dim = {
-        part: {name: _evaluate_from_cache(model, s, query_cache, doc_cache, dims, device=device) for name, s in sets.items()}
+        part: {name: _evaluate_from_cache(model, s, query_cache, doc_cache, dims, device=device,
+                                   precision=settings.precision) for name, s in sets.items()}
         for part, sets in (("eval", eval_sets), ("validation", validation_sets))
     }
     evaluation = {name: results[settings.dim] for name, results in by_dim["eval"].items()}

@@ -3,12 +3,17 @@ states, with no backbone pass over the frozen part."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
+from hf_projections.training.arguments import precision_flags
 from hf_projections.training.feature_cache import FeatureCache
+
+logger = logging.getLogger(__name__)
 
 
 def is_multi_vector(model) -> bool:
@@ -24,6 +29,19 @@ def cached_hidden_states(model, hidden: torch.Tensor, mask: torch.Tensor, layer:
     return model.forward_from_layer(hidden, mask, layer)
 
 
+def autocast_context(device: torch.device, precision: str):
+    """A factory of the forward pass's autocast context: bf16 when ``precision`` asks for it (``bf16``; ``auto``: a GPU
+    with bf16), on a GPU or a CPU (fast where the CPU has AMX tiles), else none (fp32). fp16 needs a loss scaler that
+    this loop does not have, so it trains in fp32."""
+    # on a CPU only an explicit bf16 autocasts (``auto`` means fp32 there, as in the Trainer path)
+    flags = precision_flags(precision) if device.type == "cuda" else {"bf16": precision == "bf16", "fp16": False}
+    if flags["fp16"]:
+        logger.warning("the cached loop has no fp16 loss scaler: training in fp32 (use precision='bf16')")
+    if flags["bf16"] and device.type in ("cuda", "cpu"):
+        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext
+
+
 @torch.no_grad()
 def encode_from_cache(
     model,
@@ -32,11 +50,14 @@ def encode_from_cache(
     batch_size: int = 256,
     truncate_dim: int | None = None,
     show_progress_bar: bool | None = None,
+    precision: str = "fp32",
 ):
     """Encode cached texts with the model's current head (and top layers, for a layer cache) - no backbone pass.
 
     Args:
         texts: which texts, in which order (default: all cached texts in cache order).
+        precision: the forward pass's autocast, as in training (``bf16``: autocast on a GPU or a CPU; ``auto``:
+            bf16 on a GPU that has it, fp32 on a CPU); the embeddings come back in float32 either way.
 
     Returns:
         ``ColBERTModel``: list of `(tokens_i, dim)` float32 CPU tensors; ``DenseEmbeddingModel``: `(n, dim)`.
@@ -51,6 +72,7 @@ def encode_from_cache(
     n_batches = (len(rows) + batch_size - 1) // batch_size
     if show_progress_bar is None:
         show_progress_bar = n_batches >= 8
+    autocast = autocast_context(device, precision)
     was_training = model.training
     model.eval()
     results: list = [None] * len(rows)
@@ -59,8 +81,9 @@ def encode_from_cache(
             index = order[begin : begin + batch_size]
             hidden, mask = cache.batch([rows[i] for i in index], dtype=dtype)
             hidden, mask = hidden.to(device), mask.to(device)
-            hidden = cached_hidden_states(model, hidden, mask, cache.layer)
-            embeddings = model.project(hidden, mask, truncate_dim=truncate_dim)
+            with autocast():
+                hidden = cached_hidden_states(model, hidden, mask, cache.layer)
+                embeddings = model.project(hidden, mask, truncate_dim=truncate_dim)
             for position, i in enumerate(index):
                 item = embeddings[position]
                 results[i] = (item[mask[position]] if multi_vector else item).float().cpu()

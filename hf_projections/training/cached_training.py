@@ -19,10 +19,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from hf_projections.modeling.backbone import backbone_layers, check_layerwise_backbone
-from hf_projections.training.arguments import precision_flags
 from hf_projections.training.batching import PassageBatchSampler, passage_keys, row_sources
 from hf_projections.training.cache import build_feature_cache
-from hf_projections.training.cached_encoding import cached_hidden_states, is_multi_vector
+from hf_projections.training.cached_encoding import autocast_context, cached_hidden_states, is_multi_vector
 from hf_projections.training.collator import document_groups, teacher_score_tensor
 from hf_projections.training.feature_cache import FeatureCache
 from hf_projections.training.losses import ProjectionLoss
@@ -178,19 +177,6 @@ def cached_loss(model, batch: dict[str, torch.Tensor], loss: ProjectionLoss, lay
         )
     queries, documents, document_mask = embed_cached_batch(model, batch, layer)
     return loss(queries, documents, document_mask, batch.get("teacher_scores"))
-
-
-def autocast_context(device: torch.device, precision: str):
-    """A factory of the forward pass's autocast context: bf16 when ``precision`` asks for it (``bf16``; ``auto``: a GPU
-    with bf16), on a GPU or a CPU (fast where the CPU has AMX tiles), else none (fp32). fp16 needs a loss scaler that
-    this loop does not have, so it trains in fp32."""
-    # on a CPU only an explicit bf16 autocasts (``auto`` means fp32 there, as in the Trainer path)
-    flags = precision_flags(precision) if device.type == "cuda" else {"bf16": precision == "bf16", "fp16": False}
-    if flags["fp16"]:
-        logger.warning("the cached loop has no fp16 loss scaler: training in fp32 (use precision='bf16')")
-    if flags["bf16"] and device.type in ("cuda", "cpu"):
-        return lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return contextlib.nullcontext
 
 
 def train_from_cache(model, data: CachedPairs, args, loss: ProjectionLoss | None = None,
