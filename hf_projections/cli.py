@@ -195,6 +195,8 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "augment_queries": args.augment_queries,
         "backbone_precision": args.backbone_precision,
         "precision": args.precision,
+        "projection_layers": args.projection_layers,
+        "layer_mix": args.layer_mix,
     }
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     if settings.backbone is None:
@@ -210,6 +212,22 @@ def cmd_teacher_scores(args: argparse.Namespace) -> None:
                                      negatives_method=args.negatives_method, max_pairs=args.max_pairs, seed=args.seed,
                                      batch_size=args.batch_size)
     print(f"wrote teacher scores to {folder}; train on them with: hf-projections train --data {folder} --loss distillation")
+
+
+def cmd_colbertize(args: argparse.Namespace) -> None:
+    from hf_projections.colbertize import colbertize
+    from hf_projections.evaluation import format_table
+    from hf_projections.training import ProjectionTrainingArguments, default_backbone
+
+    arguments = ProjectionTrainingArguments(backbone_precision=args.backbone_precision, seed=args.seed,
+                                            max_pairs=args.max_pairs, batch_size=args.batch_size)
+    result = colbertize(args.backbone or default_backbone(), args.data, args.output, eval_data=args.eval_data,
+                        save=args.save, arguments=arguments, overwrite=args.overwrite)
+    results = json.loads((result.output_dir / "evaluation.json").read_text(encoding="utf-8"))["results"]
+    if results:
+        print(format_table(results))
+    print(f"wrote the ColBERT {args.save} to {result.output_dir} in {result.seconds / 60:.1f} min; load it with "
+          f"AutoModel.from_pretrained({str(result.output_dir)!r})")
 
 
 def cmd_cards(args: argparse.Namespace) -> None:
@@ -291,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="the frozen backbone pass that fills the cache (auto: bf16 on a CPU with AMX or a bf16 GPU)")
     sweep.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                        help="training autocast (auto: bf16 on a GPU that has it, fp32 on the CPU; bf16: autocast on the CPU too)")
+    sweep.add_argument("--projection-layers", type=_number_list(int),
+                       help="the head reads a mix of these layers, e.g. -1,-2,-3 (head mode; cached side by side)")
+    sweep.add_argument("--layer-mix", choices=("scalar", "concat"), help="how --projection-layers combine (default scalar)")
     sweep.add_argument("--time-limit", type=_positive(float),
                        help="minutes: start no run that would end past it (the same command later goes on)")
     sweep.add_argument("--max-eval-queries", type=int, help="seeded sample of test queries per set (full corpus)")
@@ -308,6 +329,23 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--augment-queries", action=argparse.BooleanOptionalAction, default=None,
                        help="pad queries with attended [MASK] tokens (default: the recipe's)")
     sweep.set_defaults(func=cmd_sweep)
+
+    colbertize = sub.add_parser("colbertize", help="turn a dense encoder into a ColBERT model: train a projection head "
+                                "on its frozen token states (the best measured head-only recipe), evaluate, write it")
+    colbertize.add_argument("--backbone", help="the encoder, a folder or Hub id (default: the offline MiniLM)")
+    colbertize.add_argument("--data", action="append", required=True, help="training pairs (repeatable)")
+    colbertize.add_argument("--output", required=True, help="the folder to write")
+    colbertize.add_argument("--eval-data", type=lambda v: [] if v.strip() == "none" else _split_list(v),
+                            default=["scifact"], help="BEIR sets scored on their test split ('none': skip)")
+    colbertize.add_argument("--save", choices=("adapter", "model"), default="adapter",
+                            help="adapter: the head alone (default, AutoModel loads it with the encoder); model: a full copy")
+    colbertize.add_argument("--max-pairs", type=_positive(int), help="train on a seeded sample of this many pairs")
+    colbertize.add_argument("--batch-size", type=_positive(int), default=32, help="training pairs per step")
+    colbertize.add_argument("--seed", type=int, default=0)
+    colbertize.add_argument("--backbone-precision", choices=("auto", "fp32", "bf16"), default="auto",
+                            help="the frozen backbone pass (auto: bf16 on a CPU with AMX or a bf16 GPU)")
+    colbertize.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
+    colbertize.set_defaults(func=cmd_colbertize)
 
     teacher = sub.add_parser("teacher-scores", help="mine candidates per training pair, score them with a teacher, "
                              "write PyLate's distillation layout (for train --loss distillation)")

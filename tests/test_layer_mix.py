@@ -73,13 +73,14 @@ def test_one_layer_paths_refuse_a_layer_mix_head(tiny_backbone, tmp_path):
     model = ColBERTModel.from_backbone(tiny_backbone, dim=8, projection_layers=[-1, -2])
     with pytest.raises(ValueError, match="save_head .* reads a layer mix"):
         save_head(model, tmp_path / "head")
-    with pytest.raises(ValueError, match="feature cache .* reads a layer mix"):
-        build_cached_pairs(model, [{"query": "q", "positive": "p"}], cache_dir=tmp_path / "cache")
+    with pytest.raises(ValueError, match="mode 'top-1' with a layer-mix head .* cannot train from a feature cache"):
+        build_cached_pairs(model, [{"query": "q", "positive": "p"}], mode="top-1", cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="sentence-transformers export .* reads a layer mix"):
         model.to_sentence_transformers()
 
 
-def test_train_gives_a_layer_mix_model_without_the_cache(tiny_backbone, tmp_path):
+@pytest.mark.parametrize("use_cache", [True, False])
+def test_train_gives_a_layer_mix_model_from_the_cache_or_tokens(tiny_backbone, tmp_path, use_cache):
     import datasets
 
     from hf_projections.training import ProjectionTrainingArguments, train
@@ -87,14 +88,41 @@ def test_train_gives_a_layer_mix_model_without_the_cache(tiny_backbone, tmp_path
     rows = datasets.Dataset.from_dict({"query": [f"{t} question" for t in TEXTS * 4],
                                        "positive": [f"about {t} number {i}" for i, t in enumerate(TEXTS * 4)]})
     args = ProjectionTrainingArguments(backbone=tiny_backbone, projection="linear", dim=8, max_steps=2, batch_size=4,
-                                       projection_layers=[-1, -2], output_dir=str(tmp_path / "out"), save_steps=None)
-    assert args.resolved().use_cache is False
+                                       projection_layers=[-1, -2], output_dir=str(tmp_path / "out"), save_steps=None,
+                                       cache_dir=str(tmp_path / "cache"), use_cache=None if use_cache else False)
+    assert args.resolved().use_cache is use_cache  # head mode caches the mixed layers by default
     before = ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8, projection_layers=[-1, -2])
     model = train(rows, args)
     assert model.config.projection_layers == [-1, -2]
     assert not torch.equal(model.layer_mix.weights.detach(), before.layer_mix.weights.detach())  # the mix trained
-    with pytest.raises(ValueError, match="cannot train from the feature cache"):
-        ProjectionTrainingArguments(projection_layers=[-1], use_cache=True)
+    assert any((tmp_path / "cache").glob("*/meta.json")) is use_cache
+    with pytest.raises(ValueError, match="in mode 'head' only"):
+        ProjectionTrainingArguments(projection_layers=[-1], mode="top-2", use_cache=True)
+
+
+@pytest.mark.parametrize("mix", ["scalar", "concat"])
+def test_a_layer_mix_cache_encodes_like_the_model(tiny_backbone, tmp_path, mix):
+    from hf_projections.training import build_feature_cache, encode_from_cache
+    from hf_projections.training.cached_training import cache_layer_for_mode
+
+    torch.manual_seed(0)
+    model = ColBERTModel.from_backbone(tiny_backbone, projection="ffn2-x2-res", dim=8, projection_layers=[-1, -3],
+                                       layer_mix=mix).eval()
+    if mix == "scalar":
+        with torch.no_grad():
+            model.layer_mix.weights.copy_(torch.tensor([0.7, -0.4]))
+    layers = cache_layer_for_mode(model, "head")
+    assert layers == (model.config.num_layers, model.config.num_layers - 2)
+    cache = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, layer=layers, dtype="float32")
+    assert cache.layer == layers and cache.hidden_size == 2 * model.config.hidden_size
+    for cached, direct in zip(encode_from_cache(model, cache, TEXTS), model.encode_documents(TEXTS)):
+        torch.testing.assert_close(cached, direct, atol=1e-5, rtol=0)
+    other = ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8, projection_layers=[-1, -2])
+    with pytest.raises(ValueError, match=r"cache holds layer\(s\) \[2, 0\], but the model's head reads projection_layers"):
+        encode_from_cache(other, cache, TEXTS)
+    one_layer = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path, dtype="float32")
+    with pytest.raises(ValueError, match="cache holds layer\\(s\\) None"):
+        encode_from_cache(model, one_layer, TEXTS)
 
 
 def test_layer_mix_loads_with_remote_code_without_the_package(tiny_backbone, tmp_path):

@@ -389,3 +389,27 @@ def test_head_cards_state_data_budget_seeds_and_metrics(settings, tmp_path, caps
         str(tmp_path / "sweep"), "X") == card.replace(str(output), "X")
     assert main(["cards", "--sweep", str(tmp_path / "none"), "--output", str(tmp_path / "c2")]) == 2
     assert "results.json is missing" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mix", ["scalar", "concat"])
+def test_a_layer_mix_sweep_trains_every_run_from_one_cache_and_reloads(settings, tmp_path, mix):
+    from hf_projections.sweep import load_sweep_run
+
+    layered = settings.replace(seeds=[0], projection_layers=[-1, -2], layer_mix=mix)
+    output = tmp_path / "mixed"
+    records = run_sweep(layered, output)
+    assert len(records) == 2 and (output / "settings.json").exists()
+    assert f"head input: layers -1, -2 ({mix} mix)" in (output / "table.md").read_text()
+    caches = [json.loads(p.read_text()) for p in (output / "cache").glob("*/meta.json")]
+    assert caches and all(c["description"]["layer"] == [2, 1] for c in caches)  # one backbone pass, both layers
+    for record in records:  # a reloaded run scores what the sweep measured
+        model = load_sweep_run(output / "runs" / record["head"] / "seed0")
+        assert model.config.projection_layers == [-1, -2] and model.config.layer_mix == mix
+        eval_set = sweep_runner.EvalSet.load("tinyset", None)
+        result = sweep_runner._evaluate_from_cache(model, eval_set, *sweep_runner.cache_features(
+            model, {"query": [], "positive": []}, {"tinyset": eval_set}, "head", output / "cache")[1:])
+        assert result["metrics"] == pytest.approx(record["eval"]["tinyset"]["metrics"])
+    with pytest.raises(ValueError, match="projection_layers needs mode 'head'"):
+        settings.replace(projection_layers=[-1, -2], mode="top-1")
+    with pytest.raises(ValueError, match="projection_layers must be a non-empty list of distinct ints"):
+        settings.replace(projection_layers=[-1, -1])

@@ -154,6 +154,13 @@ def plot(summary: dict[str, dict], path: Path, metric: str = "ndcg@10", title: s
     return True
 
 
+def _head_input(settings) -> str:
+    layers = getattr(settings, "projection_layers", None)
+    if not layers:
+        return "head input: the last layer"
+    return f"head input: layers {', '.join(map(str, layers))} ({settings.layer_mix} mix)"
+
+
 def write_report(records: list[dict], settings, output: Path, machine: dict) -> str:
     """Write results.csv/json, table.md and results.png into ``output``; print and return the table."""
     rows = result_rows(records, settings.dim)
@@ -180,7 +187,8 @@ def write_report(records: list[dict], settings, output: Path, machine: dict) -> 
         f"query/document length {settings.query_max_length}/{settings.document_max_length}, "
         f"{_tokenisation(settings)}, "
         f"test queries per set: {settings.max_eval_queries or 'all'} (seeded sample, full corpus), "
-        f"head init `{getattr(settings, 'branch_init', 'random')}`, validation: {_validation(settings)}, "
+        f"head init `{getattr(settings, 'branch_init', 'random')}`, {_head_input(settings)}, "
+        f"validation: {_validation(settings)}, "
         f"seeds {seeds}; machine: {machine['platform']}, {machine['usable_cpus']} CPUs, torch {machine['torch']}"
     )
     atomic_write_text(output / "table.md", f"NDCG@10 x100; average over the test splits; {budget}\n\n{table}")

@@ -279,8 +279,10 @@ def build_run_head(head: str, seed: int, settings: SweepSettings, d_in: int):
 def _train_and_evaluate(model, backbone_state, head, seed, settings, caches, eval_sets, validation_sets, output: Path) -> dict:
     """One run: a fresh head (seeded), the backbone reset, training from the cache, evaluation from the cache."""
     model.backbone.load_state_dict(backbone_state)
-    projection, model.config.projection = build_run_head(head, seed, settings, model.config.hidden_size)
+    projection, model.config.projection = build_run_head(head, seed, settings, model.config.projection_input_size)
     model.projection = projection.to(next(model.backbone.parameters()).device)
+    if getattr(model.layer_mix, "reset_parameters", None) is not None:  # a scalar mix trained in the previous run
+        model.layer_mix.reset_parameters()
     run_dir = output / "runs" / head.replace("/", "_") / f"seed{seed}"
     run_dir.mkdir(parents=True, exist_ok=True)
     train_data, query_cache, doc_cache = caches
@@ -332,9 +334,11 @@ def _train(model, train_data, seed: int, settings: SweepSettings, run_dir: Path)
 
 def _save_run(model, run_dir: Path, record: dict, settings: SweepSettings) -> None:
     """Keep the trained head (safetensors + spec) and a model card; the backbone is the shared base, except in
-    ``top-K`` modes, whose trained layers are kept with the whole model (``model/``)."""
-    save_head(model, run_dir / "head")
-    if settings.mode != "head":
+    ``top-K`` modes, whose trained layers are kept with the whole model (``model/``), as is a layer-mix head (the
+    head-only format holds one layer's head)."""
+    if settings.mode != "head" or settings.projection_layers:  # trained layers, or a layer mix: the whole model
         model.save_pretrained(run_dir / "model")
+    else:
+        save_head(model, run_dir / "head")
     atomic_write_json(run_dir / "result.json", record)
     write_run_card(run_dir, record, settings)

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from hf_projections.checks import is_int as _is_int
 from hf_projections.checks import is_number, non_negative_int, one_of, positive_int
+from hf_projections.heads.layer_mix import LAYER_MIXES
 from hf_projections.training.arguments import ProjectionTrainingArguments
 from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS, resolve_backbone_precision
 from hf_projections.training.modes import parse_mode
@@ -85,6 +86,10 @@ class SweepSettings:
         backbone_precision: the frozen backbone pass that fills the feature cache: ``fp32``, ``bf16`` (autocast) or
             ``auto`` (bf16 where the device runs it natively: a CPU with AMX, a bf16 GPU; else fp32).
             ``resolved()`` turns ``auto`` into what this machine runs, and that is what ``settings.json`` records.
+        projection_layers: the head reads a mix of these backbone layers (e.g. ``(-1, -2, -3)``; None: the last
+            layer only), cached side by side once (head mode only).
+        layer_mix: how ``projection_layers`` combine: ``scalar`` (softmax-weighted sum, reset for every run) or
+            ``concat`` (side by side; the head's first layer learns the mix).
         device: where runs train, encode and search (``cpu``, ``cuda``, ``cuda:1``...; None: a GPU when there is
             one). Not part of the budget, like ``train_threads``.
     """
@@ -114,6 +119,8 @@ class SweepSettings:
     matryoshka_weights: tuple[float, ...] | None = None
     precision: str = "auto"
     backbone_precision: str = "fp32"
+    projection_layers: tuple[int, ...] | None = None
+    layer_mix: str = "scalar"
     device: str | None = None
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -158,6 +165,8 @@ class SweepSettings:
             use_cache=True,
             precision=settings.precision,
             backbone_precision=settings.backbone_precision,
+            projection_layers=list(settings.projection_layers) if settings.projection_layers else None,
+            layer_mix=settings.layer_mix,
         ).resolved()
 
     def torch_device(self) -> str:
@@ -212,6 +221,12 @@ class SweepSettings:
         if not self.eval_data and not self.validation_queries:
             raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
         one_of("backbone_precision", self.backbone_precision, BACKBONE_PRECISIONS)
+        one_of("layer_mix", self.layer_mix, LAYER_MIXES)
+        layers = self.projection_layers
+        if layers is not None:
+            if not _is_sequence(layers) or not layers or not all(_is_int(x) for x in layers) or len(set(layers)) != len(layers):
+                raise ValueError(f"projection_layers must be a non-empty list of distinct ints (e.g. -1,-2,-3) or None, "
+                                 f"got {layers!r}")
         if self.precision not in SWEEP_PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(SWEEP_PRECISIONS)}, got {self.precision!r}")
         if self.device is not None and (not isinstance(self.device, str) or not self.device.split(":")[0] in ("cpu", "cuda")):
@@ -227,6 +242,8 @@ class SweepSettings:
         if not isinstance(self.mode, str):
             raise ValueError(f"mode must be 'head' or 'top-K', got {self.mode!r}")
         kind = parse_mode(self.mode).kind
+        if self.projection_layers is not None and kind != "head":
+            raise ValueError(f"projection_layers needs mode 'head' (the mixed layers are cached), got mode {self.mode!r}")
         if kind == "full":
             raise ValueError("mode must be 'head' or 'top-K': sweeps train from cached features, which mode 'full' cannot use")
         if kind == "head" and self.backbone_lr is not None:
@@ -310,6 +327,13 @@ for _name, _pairs in DATA_SCALE_SIZES.items():
         eval_data=("scifact", "arguana", "squad-dev"), max_eval_queries=300,
         steps=(_pairs or DATA_SCALE_PAIRS) // 32,
     )
+
+# Layer-mix input: the 32k data-scale budget, linear vs ffn2-x2-res, the head reading the last 2 or 3 layers through a
+# scalar mix or side by side (cached once per sweep); the last-layer baseline is `data-32k --heads linear,ffn2-x2-res`.
+for _n in (2, 3):
+    for _mix in LAYER_MIXES:
+        PRESETS[f"layers{_n}-{_mix}"] = PRESETS["data-32k"].replace(
+            heads=("linear", "ffn2-x2-res"), projection_layers=tuple(range(-1, -_n - 1, -1)), layer_mix=_mix)
 
 # The paper's comparison end-to-end, sized for one short GPU run (benchmarks/gpu/): the paper grid trained in
 # top-6 mode (every transformer layer of the 6-layer MiniLM with the head; the input embeddings stay frozen, which

@@ -185,9 +185,9 @@ class ProjectionTrainingArguments:
             raise ValueError(f"projection_layers must be a non-empty list of ints, e.g. -1,-2,-3, got {layers!r}")
         if self.model_type != "colbert":
             raise ValueError("projection_layers (layer-mix input) needs model_type='colbert'")
-        if self.use_cache:
-            raise ValueError("projection_layers cannot train from the feature cache yet (it holds one layer); leave "
-                             "use_cache unset or set it False")
+        if self.use_cache and self.mode != "head":
+            raise ValueError(f"projection_layers trains from the feature cache in mode 'head' only (it holds the mixed "
+                             f"layers, which mode {self.mode!r} would train); leave use_cache unset or set it False")
         self.projection_layers = list(layers)
 
     def _check_nested(self) -> None:
@@ -227,8 +227,8 @@ class ProjectionTrainingArguments:
             changes.pop("backbone_lr", None)
         if self.use_cache is None and (self.mode in ("head", "full") or self.starbucks_pairs is not None
                                        or self.projection_layers is not None):
-            # Feature caches hold one layer: Starbucks and layer-mix heads train on tokens.
-            changes["use_cache"] = self.mode == "head" and self.starbucks_pairs is None and self.projection_layers is None
+            # Starbucks trains on tokens; a layer-mix head trains from a cache of its layers in head mode only.
+            changes["use_cache"] = self.mode == "head" and self.starbucks_pairs is None
         # top-K with use_cache None: train() caches when the backbone's top layers can run on stored states
         return dataclasses.replace(self, **changes)
 

@@ -52,7 +52,7 @@ def build_feature_cache(
     texts: Sequence[str],
     is_query: bool,
     cache_dir: str | os.PathLike | None = None,
-    layer: int | None = None,
+    layer: int | Sequence[int] | None = None,
     dtype: torch.dtype | str = torch.float16,
     batch_size: int = 64,
     show_progress_bar: bool | None = None,
@@ -67,7 +67,8 @@ def build_feature_cache(
         is_query: tokenise as queries (query marker, [MASK] augmentation) or as documents.
         cache_dir: root folder (default :func:`default_cache_dir`).
         layer: None caches ``last_hidden_state`` (head mode); ``L - k`` caches the input of the last ``k``
-            layers (top-k mode, BERT-like encoders).
+            layers (top-k mode, BERT-like encoders); a sequence of block counts caches those layers side by side,
+            `(tokens, len(layer) * hidden_size)` per text (head mode with a layer-mix head).
         dtype: storage dtype, ``float16`` (default, half the disk) or ``float32`` (exact).
         batch_size: backbone batch size (texts are length-sorted into batches).
         precision: the backbone pass's precision, ``fp32``, ``bf16`` (autocast) or ``auto`` (bf16 where the device
@@ -80,10 +81,7 @@ def build_feature_cache(
     unique = list(dict.fromkeys(texts))
     if not unique:
         raise ValueError("texts is empty: nothing to cache")
-    if layer is not None:
-        depth = len(backbone_layers(model.backbone))
-        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer <= depth:
-            raise ValueError(f"layer must be an int in 0..{depth} (backbone blocks applied), got {layer!r}")
+    layer = _checked_layer(model, layer)
     root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
     device = next(model.backbone.parameters()).device
     precision = resolve_backbone_precision(precision, device)
@@ -109,7 +107,7 @@ def build_feature_cache(
         meta = {
             "key": key,
             "description": description,
-            "hidden_size": int(model.config.hidden_size),
+            "hidden_size": int(model.config.hidden_size) * (len(layer) if isinstance(layer, tuple) else 1),
             "n_tokens": int(load_file(str(staging / "index.safetensors"))["lengths"].sum()),
             "backbone_name": getattr(model.config, "backbone_name", None),
             "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -125,6 +123,19 @@ def build_feature_cache(
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return FeatureCache(final)
+
+
+def _checked_layer(model, layer) -> int | tuple[int, ...] | None:
+    """``layer`` as None, an int, or a tuple of ints (several layers), each in ``0..L`` (backbone blocks applied)."""
+    if layer is None:
+        return None
+    depth = len(backbone_layers(model.backbone))
+    several = not isinstance(layer, int)
+    values = list(layer) if several and isinstance(layer, Sequence) and not isinstance(layer, str) else [layer]
+    if not values or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= depth for v in values):
+        raise ValueError(f"layer must be an int in 0..{depth} (backbone blocks applied) or a non-empty list of them, "
+                         f"got {layer!r}")
+    return tuple(values) if several else values[0]
 
 
 def find_covering_cache(root: Path, description: dict, texts: Sequence[str]) -> FeatureCache | None:
@@ -180,7 +191,9 @@ def _write_cache(model, texts, is_query, layer, dtype, batch_size, show_progress
             for begin in tqdm(range(0, len(texts), batch_size), disable=not show_progress_bar, desc="Caching features"):
                 index = order[begin : begin + batch_size]
                 inputs = model.tokenize([texts[i] for i in index], is_query=is_query).to(device)
-                hidden = model.hidden_states_at(**inputs, layers=layer)
+                hidden = model.hidden_states_at(**inputs, layers=list(layer) if isinstance(layer, tuple) else layer)
+                if isinstance(layer, tuple):  # several layers: side by side in each token's row
+                    hidden = torch.cat(hidden, dim=-1)
                 mask = inputs["attention_mask"].bool()
                 for row, (states, row_mask) in zip(index, zip(hidden, mask)):
                     real = states[row_mask].to(dtype).cpu().numpy()

@@ -26,10 +26,13 @@ def _hash_tensors(digest, named_tensors) -> None:
         digest.update(data.view(torch.uint8).numpy().tobytes() if data.numel() else b"")
 
 
-def backbone_fingerprint(backbone: nn.Module, layer: int | None) -> str:
+def backbone_fingerprint(backbone: nn.Module, layer: int | tuple[int, ...] | None) -> str:
     """sha256 of the weights (and buffers) the cached states depend on: all of them for ``layer=None``, else
-    everything except layers ``layer..L-1`` (so a top-k-trained model still matches its layer cache)."""
+    everything except layers ``layer..L-1`` (so a top-k-trained model still matches its layer cache); for several
+    layers, everything below the highest."""
     excluded: set[int] = set()
+    if isinstance(layer, tuple):
+        layer = max(layer)
     if layer is not None:
         for block in backbone_layers(backbone)[layer:]:
             excluded.update(id(t) for t in block.parameters())
@@ -58,7 +61,8 @@ def tokenizer_fingerprint(tokenizer) -> str:
 
 
 def cache_description(
-    model, texts: Sequence[str], is_query: bool, layer: int | None, dtype: str, precision: str = "fp32"
+    model, texts: Sequence[str], is_query: bool, layer: int | tuple[int, ...] | None, dtype: str,
+    precision: str = "fp32"
 ) -> dict:
     """Everything a cache depends on (hashed into its key; also stored in meta.json). ``precision`` is the
     backbone pass's (``fp32`` or ``bf16``); it enters the key only when not fp32, so fp32 keys stay as they were."""
@@ -74,7 +78,7 @@ def cache_description(
         "max_length": config.query_max_length if is_query else config.document_max_length,
         "marker": config.query_marker if is_query else config.document_marker,
         "augment": bool(is_query and config.augment_queries),
-        "layer": "last" if layer is None else int(layer),
+        "layer": "last" if layer is None else (list(layer) if isinstance(layer, tuple) else int(layer)),
         "dtype": dtype,
         "texts": texts_digest.hexdigest(),
         "n_texts": len(texts),

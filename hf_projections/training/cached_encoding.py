@@ -21,12 +21,33 @@ def is_multi_vector(model) -> bool:
     return not hasattr(model, "pool")
 
 
-def cached_hidden_states(model, hidden: torch.Tensor, mask: torch.Tensor, layer: int | None) -> torch.Tensor:
-    """Finish the backbone on cached states: identity for ``last_hidden_state`` caches, else run the
-    remaining layers ``layer..L-1`` of ``model.backbone``. `(batch, tokens, hidden_size)` in and out."""
+def cached_hidden_states(model, hidden: torch.Tensor, mask: torch.Tensor,
+                         layer: int | tuple[int, ...] | None) -> torch.Tensor:
+    """What the head reads, from cached states: identity for ``last_hidden_state`` caches; for a layer cache the
+    remaining layers ``layer..L-1`` of ``model.backbone``, `(batch, tokens, hidden_size)` in and out; for a layer-mix
+    cache (a tuple of layers) the model's layer mix of the states stored side by side, `(batch, tokens,
+    len(layer) * hidden_size)` in, `(batch, tokens, projection_input_size)` out."""
     if layer is None:
         return hidden
+    if isinstance(layer, tuple):
+        return model.layer_mix(list(hidden.chunk(len(layer), dim=-1)))
     return model.forward_from_layer(hidden, mask, layer)
+
+
+def check_cache_matches_model(model, layer: int | tuple[int, ...] | None, what: str) -> None:
+    """Raise naming ``what`` when cached states at ``layer`` are not what the model's head reads: a layer-mix
+    head needs a cache of exactly its ``projection_layers``, a one-layer head a one-layer cache."""
+    config = model.config
+    wanted = config.resolved_projection_layers() if getattr(config, "projection_layers", None) else None
+    if wanted is None and not isinstance(layer, tuple):
+        return
+    if isinstance(layer, tuple) and wanted is not None and list(layer) == list(wanted):
+        return
+    raise ValueError(
+        f"{what}: the cache holds layer(s) {list(layer) if isinstance(layer, tuple) else layer}, but the model's head "
+        f"reads {'projection_layers=' + str(config.projection_layers) + ' (block counts ' + str(wanted) + ')' if wanted else 'one layer'}; "
+        "build the cache from this model (build_feature_cache(..., layer=cache_layer_for_mode(model, 'head')))"
+    )
 
 
 def autocast_context(device: torch.device, precision: str):
@@ -62,8 +83,7 @@ def encode_from_cache(
     Returns:
         ``ColBERTModel``: list of `(tokens_i, dim)` float32 CPU tensors; ``DenseEmbeddingModel``: `(n, dim)`.
     """
-    if hasattr(model, "check_single_layer_input"):
-        model.check_single_layer_input("encoding from a feature cache")
+    check_cache_matches_model(model, cache.layer, "encoding from a feature cache")
     rows = list(range(len(cache))) if texts is None else cache.rows_of(texts)
     multi_vector = is_multi_vector(model)
     order = sorted(range(len(rows)), key=lambda i: int(cache.lengths[rows[i]]), reverse=True)

@@ -99,16 +99,20 @@ class CachedPairs(Dataset):
         return batch
 
 
-def cache_layer_for_mode(model, mode: str) -> int | None:
-    """The cache layer a training mode needs: None for ``head``, ``L - K`` for ``top-K`` (whose last K layers then run
-    on cached states: BERT-like encoders); ``full`` cannot cache."""
+def cache_layer_for_mode(model, mode: str) -> int | tuple[int, ...] | None:
+    """The cache layer a training mode needs: None for ``head`` (the tuple of ``projection_layers`` as block counts
+    for a layer-mix head), ``L - K`` for ``top-K`` (whose last K layers then run on cached states: BERT-like
+    encoders); ``full`` cannot cache."""
     parsed = parse_mode(mode)
-    if hasattr(model, "check_single_layer_input"):
-        model.check_single_layer_input("a feature cache (head / top-K training from cached states)")
     if parsed.kind == "full":
         raise ValueError("mode 'full' trains the whole backbone and cannot use cached features; use 'head' or 'top-K'")
+    layers = getattr(model.config, "projection_layers", None) and model.config.resolved_projection_layers()
     if parsed.kind == "head":
-        return None
+        return tuple(layers) if layers else None
+    if layers:
+        raise ValueError(f"mode {mode!r} with a layer-mix head (projection_layers={model.config.projection_layers}) "
+                         "cannot train from a feature cache (the mixed layers would be cached and trained at once); "
+                         "use mode 'head', or train on tokens (use_cache=False)")
     n_layers = len(backbone_layers(model.backbone))
     if parsed.top_k > n_layers:
         raise ValueError(f"mode top-{parsed.top_k} asks for more layers than the backbone has ({n_layers})")

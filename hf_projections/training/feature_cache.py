@@ -33,7 +33,8 @@ class FeatureCache:
 
     Attributes:
         path, key, meta: the folder, its key and its meta.json.
-        layer: None (``last_hidden_state``) or the number of backbone layers applied.
+        layer: None (``last_hidden_state``), the number of backbone layers applied, or a tuple of them (a layer-mix
+            cache: each token's row holds those layers' states side by side, in that order).
         is_query: whether the texts were tokenised as queries.
         hidden_size, dtype: width and storage dtype of the states.
         lengths: `(n,)` int64 real tokens per text.
@@ -47,7 +48,8 @@ class FeatureCache:
         self.meta = json.loads(meta_file.read_text(encoding="utf-8"))
         self.key = self.meta["key"]
         description = self.meta["description"]
-        self.layer = None if description["layer"] == "last" else int(description["layer"])
+        layer = description["layer"]
+        self.layer = None if layer == "last" else (tuple(map(int, layer)) if isinstance(layer, list) else int(layer))
         self.is_query = bool(description["is_query"])
         self.hidden_size = int(self.meta["hidden_size"])
         self.dtype = STORAGE_DTYPES[description["dtype"]]
