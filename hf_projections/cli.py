@@ -81,13 +81,21 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
 
 def cmd_heads(args: argparse.Namespace) -> None:
     from hf_projections.heads import build_projection, describe, list_projections
+    from hf_projections.heads.layer_mix import build_layer_mix, layer_mix_width
 
     catalogue = list_projections()
-    rows = [(name, spec["type"], describe(build_projection(name, args.d_in, args.d_out)))
+    layers = args.projection_layers
+    # A layer-mix head reads the mix's output: n x d_in wide side by side (concat), d_in after a scalar mix.
+    d_in = layer_mix_width(args.layer_mix, len(layers), args.d_in) if layers else args.d_in
+    mix_params = sum(p.numel() for p in build_layer_mix(args.layer_mix, len(layers)).parameters()) if layers else 0
+    rows = [(name, spec["type"], describe(build_projection(name, d_in, args.d_out)))
             for name, spec in catalogue["presets"].items()]  # build first: a bad size fails before any output
     print(f"{'preset':<24} {'type':<10} {'params':>10} {'MACs/token':>11}   (d_in={args.d_in}, d_out={args.d_out})")
+    if layers:
+        print(f"  head input: layers {', '.join(map(str, layers))}, {args.layer_mix} mix -> width {d_in}; "
+              f"params include the mix's {mix_params}")
     for name, kind, info in rows:
-        print(f"{name:<24} {kind:<10} {info['params']:>10,} {info['macs_per_token']:>11,}")
+        print(f"{name:<24} {kind:<10} {info['params'] + mix_params:>10,} {info['macs_per_token']:>11,}")
     print("\ntypes and their arguments (defaults):")
     for name, fields in catalogue["types"].items():
         print(f"  {name}: {json.dumps(fields)}")
@@ -246,6 +254,10 @@ def build_parser() -> argparse.ArgumentParser:
     heads = sub.add_parser("heads", help="list projection types and presets with their sizes")
     heads.add_argument("--d-in", type=_positive(int), default=384, help="input width (the backbone's hidden size)")
     heads.add_argument("--d-out", type=_positive(int), default=128, help="output width")
+    heads.add_argument("--projection-layers", type=_number_list(int),
+                       help="size the heads for a mix of these backbone layers, e.g. -1,-2,-3")
+    heads.add_argument("--layer-mix", choices=("scalar", "concat"), default="scalar",
+                       help="how --projection-layers combine (concat widens the head's input)")
     heads.set_defaults(func=cmd_heads)
 
     train = sub.add_parser("train", help="train a projection head (and optionally backbone layers) on pairs",

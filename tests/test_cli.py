@@ -26,6 +26,18 @@ def test_heads_lists_every_preset(capsys):
     assert "ffn2-x2-res" in out and "swiglu-x2-res" in out and "MACs/token" in out
 
 
+def test_heads_sizes_a_layer_mix(capsys):
+    def linear_params(*extra):
+        assert main(["heads", "--d-in", "32", "--d-out", "8", *extra]) == 0
+        out = capsys.readouterr().out
+        return out, int(next(line.split()[2].replace(",", "") for line in out.splitlines() if line.startswith("linear ")))
+
+    _, plain = linear_params()
+    out, scalar = linear_params("--projection-layers=-1,-2,-3")
+    assert "scalar mix -> width 32" in out and scalar == plain + 4  # three weights and a scale
+    out, concat = linear_params("--projection-layers=-1,-2,-3", "--layer-mix", "concat")
+    assert "concat mix -> width 96" in out and concat == 3 * 32 * 8
+
 def test_train_then_eval_a_saved_model(tiny_backbone, data, tmp_path, capsys):
     output = tmp_path / "model"
     code = main(["train", "--backbone", tiny_backbone, "--data", "tinyset:test", "--data", "tinypairs",
