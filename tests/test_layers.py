@@ -20,7 +20,7 @@ LAYERS = [
     {"data", "retrieval"},
     {"evaluation", "training"},
     {"integrations"},
-    {"sweep"},
+    {"sweep", "colbertize"},
     {"cli", "__init__", "__main__"},
 ]
 LEVEL = {name: level for level, names in enumerate(LAYERS) for name in names}
