@@ -67,12 +67,10 @@ def test_bad_layer_mix_configs_name_the_field(tiny_backbone):
 
 
 def test_one_layer_paths_refuse_a_layer_mix_head(tiny_backbone, tmp_path):
-    from hf_projections.modeling import save_head
     from hf_projections.training.cached_training import build_cached_pairs
 
     model = ColBERTModel.from_backbone(tiny_backbone, dim=8, projection_layers=[-1, -2])
-    with pytest.raises(ValueError, match="save_head .* reads a layer mix"):
-        save_head(model, tmp_path / "head")
+    # save_head keeps the layer mix now (a projection adapter; tests/test_peft_adapter.py)
     with pytest.raises(ValueError, match="mode 'top-1' with a layer-mix head .* cannot train from a feature cache"):
         build_cached_pairs(model, [{"query": "q", "positive": "p"}], mode="top-1", cache_dir=tmp_path / "cache")
     with pytest.raises(ValueError, match="sentence-transformers export .* reads a layer mix"):

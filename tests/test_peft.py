@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 
 from hf_projections import ColBERTModel
 from hf_projections.integrations.peft import apply_lora, default_target_modules
+from hf_projections.modeling.adapter_format import ADAPTER_CONFIG_NAME, ADAPTER_WEIGHTS_NAME
 from hf_projections.modeling.head_files import HEAD_CONFIG_NAME, head_module, load_head, save_head
 from hf_projections.training import ProjectionTrainer
 
@@ -83,7 +84,7 @@ def test_head_only_adapter(base_dir, tmp_path, tiny_backbone):
         for parameter in trained.projection.parameters():
             parameter.mul_(1.5)
     save_head(trained, tmp_path / "head")
-    config = json.loads((tmp_path / "head" / HEAD_CONFIG_NAME).read_text())
+    config = json.loads((tmp_path / "head" / ADAPTER_CONFIG_NAME).read_text())
     assert config["projection"]["type"] == "ffn" and config["d_in"] == 32 and config["dim"] == 16
 
     # onto the same backbone carrying a different (linear, dim 8) head
@@ -98,27 +99,27 @@ def test_head_only_adapter(base_dir, tmp_path, tiny_backbone):
     # a PEFT-wrapped model saves its trained head copy
     peft_model = apply_lora(ColBERTModel.from_pretrained(base_dir), r=2)
     save_head(peft_model, tmp_path / "peft-head")
-    assert (tmp_path / "peft-head" / "projection.safetensors").exists()
+    assert (tmp_path / "peft-head" / ADAPTER_WEIGHTS_NAME).exists()
 
 
 def test_head_only_adapter_shape_errors(base_dir, tmp_path, tiny_backbone):
     save_head(ColBERTModel.from_pretrained(base_dir), tmp_path / "head")
-    config_path = tmp_path / "head" / HEAD_CONFIG_NAME
+    config_path = tmp_path / "head" / ADAPTER_CONFIG_NAME
     config = json.loads(config_path.read_text())
 
     config["dim"] = 12  # the spec now builds (.., 12) layers but the file holds (.., 16) tensors
     config_path.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="saved .* but the spec builds"):
+    with pytest.raises(ValueError, match="saved .* but the config builds"):
         load_head(ColBERTModel.from_pretrained(base_dir), tmp_path / "head")
 
     config["dim"], config["d_in"] = 16, 64
     config_path.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="width 64 but this backbone's hidden size is 32"):
+    with pytest.raises(ValueError, match="d_in=64 .* but this encoder's hidden size is 32"):
         load_head(ColBERTModel.from_pretrained(base_dir), tmp_path / "head")
 
     config["d_in"], config["projection"] = 32, {"type": "linear"}
     config_path.write_text(json.dumps(config))
-    with pytest.raises(ValueError, match="missing linear.weight .16, 32.; unexpected layers.0.weight"):
+    with pytest.raises(ValueError, match=r"missing \S*hf_projection_head.linear.weight .16, 32.; unexpected \S*hf_projection_head.layers.0.weight"):
         load_head(ColBERTModel.from_pretrained(base_dir), tmp_path / "head")
     with pytest.raises(FileNotFoundError, match=HEAD_CONFIG_NAME):
         load_head(ColBERTModel.from_pretrained(base_dir), tmp_path)

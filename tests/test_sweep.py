@@ -57,7 +57,7 @@ def test_sweep_writes_every_output_and_resumes(settings, tmp_path, monkeypatch):
     assert "`ffn2-x2-res`" in table and "Δ vs linear" in table and "+0.00" in table  # linear vs itself
     assert "validation: none, seeds" in table
     run_dir = output / "runs" / "ffn2-x2-res" / "seed1"
-    assert (run_dir / "head" / "projection.safetensors").exists()
+    assert (run_dir / "head" / "adapter_model.safetensors").exists()  # the head as a projection adapter
     card = (run_dir / "README.md").read_text()
     assert "hf-projections" in card and "ndcg@10" in card
 
@@ -403,6 +403,7 @@ def test_a_layer_mix_sweep_trains_every_run_from_one_cache_and_reloads(settings,
     caches = [json.loads(p.read_text()) for p in (output / "cache").glob("*/meta.json")]
     assert caches and all(c["description"]["layer"] == [2, 1] for c in caches)  # one backbone pass, both layers
     for record in records:  # a reloaded run scores what the sweep measured
+        assert (output / "runs" / record["head"] / "seed0" / "head" / "adapter_model.safetensors").exists()
         model = load_sweep_run(output / "runs" / record["head"] / "seed0")
         assert model.config.projection_layers == [-1, -2] and model.config.layer_mix == mix
         eval_set = sweep_runner.EvalSet.load("tinyset", None)

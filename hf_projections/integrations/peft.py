@@ -8,7 +8,10 @@ LoRA example::
     restored = PeftModel.from_pretrained(ColBERTModel.from_pretrained(base), "adapter")
     plain = restored.merge_and_unload()                 # a plain ColBERTModel again
 
-A head alone (no backbone) is saved with ``hf_projections.modeling.save_head`` / ``load_head``.
+A head alone (no backbone) is a projection adapter, a PEFT adapter type of its own
+(``hf_projections.integrations.projection_adapter``: ``save_projection_adapter``, ``get_peft_model(encoder,
+ProjectionAdapterConfig(...))``); ``hf_projections.modeling.save_head`` / ``load_head`` write and read the same folder.
+The LoRA adapter saved here loads onto ``load_projection_adapter(head_folder)`` of the same trained model.
 """
 
 from __future__ import annotations

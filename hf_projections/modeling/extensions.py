@@ -20,6 +20,7 @@ EXTENSION_POINTS = {
     "to_sentence_transformers": "convert to a sentence-transformers model: (model, path, **kwargs) -> ST model",
     "from_sentence_transformers": "convert a sentence-transformers model: (model_or_path, **kwargs) -> model",
     "load_colbert_checkpoint": "import a PyLate / Stanford / ST ColBERT checkpoint: (path, **kwargs) -> ColBERTModel",
+    "load_projection_adapter": "load a projection adapter folder (encoder + saved head): (path, **kwargs) -> model",
 }
 
 

@@ -29,11 +29,13 @@ try:  # installed package
     from hf_projections.heads.linear_init import init_from_linear
     from hf_projections.heads.registry import build_projection, resolve_spec
     from hf_projections.atomic import staged_directory
+    from hf_projections.modeling.adapter_format import is_projection_adapter
     from hf_projections.modeling.backbone import backbone_from_config, copy_backbone_weights, hidden_states_at, run_layers
     from hf_projections.modeling.configuration_hf_projections import ProjectionConfig
     from hf_projections.modeling.extensions import get_extension
     from hf_projections.modeling.safetensors_checks import check_local_safetensors, mismatched_shapes
 except ImportError:  # self-contained checkpoint folder (trust_remote_code)
+    from .adapter_format import is_projection_adapter
     from .backbone import backbone_from_config, copy_backbone_weights, hidden_states_at, run_layers
     from .base import ProjectionHead, ResidualHead
     from .configuration_hf_projections import ProjectionConfig
@@ -58,11 +60,19 @@ class ProjectionPreTrainedModel(PreTrainedModel):
     supports_gradient_checkpointing = True
     _supports_sdpa = True
 
-    def __init__(self, config: ProjectionConfig):
+    def __init__(self, config: ProjectionConfig, backbone: nn.Module | None = None):
+        """Build the backbone from ``config.backbone_config`` (random weights, to be loaded) and a fresh head.
+
+        ``backbone``: an encoder already loaded (e.g. a PEFT adapter's base model), used as it is: shared, not copied,
+        and its modules are flagged as initialised so ``post_init`` leaves its weights alone.
+        """
         super().__init__(config)
         if config.backbone_config is None:
             raise ValueError(f"{type(self).__name__} needs config.backbone_config; use {type(self).__name__}.from_backbone(name)")
-        self.backbone = backbone_from_config(config.backbone_config)
+        if backbone is not None:
+            for module in backbone.modules():
+                module._is_hf_initialized = True
+        self.backbone = backbone if backbone is not None else backbone_from_config(config.backbone_config)
         layers = getattr(config, "projection_layers", None)
         self.layer_mix = build_layer_mix(config.layer_mix, len(layers)) if layers else None
         self.projection = build_projection(config.projection, config.projection_input_size, config.dim)
@@ -135,8 +145,13 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         shards of a ``model.safetensors.index.json`` included); a tensor whose shape differs from the model built
         from ``config.json`` raises a ``ValueError`` naming the tensor and both shapes, unless
         ``ignore_mismatched_sizes=True`` (then such tensors are re-initialised, as in transformers).
+
+        A projection adapter folder (``adapter_config.json`` of type ``HF_PROJECTION``, no full weights; so also
+        ``AutoModel.from_pretrained(adapter_folder)``) loads as the encoder it names plus its saved head.
         """
         folder = os.fspath(pretrained_model_name_or_path)
+        if is_projection_adapter(folder, kwargs):
+            return cls._from_projection_adapter(folder, kwargs)
         if os.path.isdir(folder) and not os.path.isfile(os.path.join(folder, "config.json")):
             raise FileNotFoundError(f"{os.path.join(folder, 'config.json')} is missing: not a saved hf-projections model")
         kwargs.setdefault("use_safetensors", True)  # never unpickle a pytorch_model.bin
@@ -169,6 +184,20 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         tokenizer_kwargs = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "trust_remote_code") if k in kwargs}
         model.set_tokenizer(AutoTokenizer.from_pretrained(pretrained_model_name_or_path, **tokenizer_kwargs))
         return (model, info) if wants_info else model
+
+    @classmethod
+    def _from_projection_adapter(cls, folder: str, kwargs: dict):
+        """Load a projection adapter folder (head weights + ``base_model_name_or_path``; see
+        ``hf_projections.integrations.projection_adapter``): the encoder it names plus the saved head."""
+        load = get_extension("load_projection_adapter")
+        hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs}
+        encoder_kwargs = {k: kwargs[k] for k in ("dtype", "torch_dtype", "device_map") if k in kwargs}
+        model = load(folder, **hub, **encoder_kwargs)
+        if not isinstance(model, cls):
+            raise TypeError(f"{folder} holds a projection adapter for a {type(model).__name__}, not a {cls.__name__}")
+        if kwargs.get("output_loading_info"):
+            return model, {"missing_keys": [], "unexpected_keys": [], "mismatched_keys": [], "error_msgs": []}
+        return model
 
     def save_pretrained(self, save_directory, *args, push_to_hub: bool = False, **kwargs):
         """Save weights (safetensors), config, tokenizer, the model code for ``trust_remote_code`` loading and the

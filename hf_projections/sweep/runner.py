@@ -334,11 +334,10 @@ def _train(model, train_data, seed: int, settings: SweepSettings, run_dir: Path)
 
 def _save_run(model, run_dir: Path, record: dict, settings: SweepSettings) -> None:
     """Keep the trained head (safetensors + spec) and a model card; the backbone is the shared base, except in
-    ``top-K`` modes, whose trained layers are kept with the whole model (``model/``), as is a layer-mix head (the
-    head-only format holds one layer's head)."""
-    if settings.mode != "head" or settings.projection_layers:  # trained layers, or a layer mix: the whole model
+    ``top-K`` modes, whose trained layers are kept with the whole model (``model/``). The head folder is a projection
+    adapter (with the layer mix, if any): ``AutoModel.from_pretrained`` loads it with the backbone it names."""
+    save_head(model, run_dir / "head")
+    if settings.mode != "head":
         model.save_pretrained(run_dir / "model")
-    else:
-        save_head(model, run_dir / "head")
     atomic_write_json(run_dir / "result.json", record)
     write_run_card(run_dir, record, settings)
