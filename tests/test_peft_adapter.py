@@ -143,7 +143,8 @@ def test_get_peft_model_trains_only_the_head_and_saves_it(tiny_backbone, tmp_pat
     # Encodes like a ColBERTModel built from that encoder and that head.
     head = head_module(peft_model)
     twin = ColBERTModel.from_parts(encoder, AutoTokenizer.from_pretrained(tiny_backbone), head_state=head.state_dict(),
-                                   projection="ffn2-x2-res", dim=16, query_max_length=24)
+                                   projection="ffn2-x2-res", dim=16, query_max_length=24, query_marker=None,
+                                   document_marker=None, augment_queries=False)  # the adapter's recipe defaults
     torch.testing.assert_close(scores(peft_model), scores(twin.eval()), rtol=0, atol=1e-6)
 
     encoder_before = {n: p.detach().clone() for n, p in encoder.named_parameters()}
@@ -351,3 +352,13 @@ def test_registration_is_idempotent(tiny_backbone):
         peft_registry.register_tuner("hf_projection", saved["ProjectionAdapterConfig"], saved["ProjectionAdapterModel"],
                                      "hf_projection_")
     assert PEFT_TYPE_TO_CONFIG_MAPPING[PeftType.HF_PROJECTION] is hf_projections.ProjectionAdapterConfig
+
+
+def test_adapter_defaults_are_the_measured_head_recipe():
+    from hf_projections.heads import resolve_spec
+    from hf_projections.training import recipe_for
+
+    recipe, config = recipe_for("head"), ProjectionAdapterConfig()
+    assert resolve_spec(config.projection) == resolve_spec(recipe.projection)
+    assert recipe.markers is False and config.query_marker is None and config.document_marker is None
+    assert config.augment_queries is recipe.augment_queries

@@ -56,12 +56,12 @@ class ProjectionAdapterConfig(PeftConfig):
         dim: output dimension. ``d_in``: the encoder's hidden size (None: read from the encoder by ``get_peft_model``).
         projection_layers / layer_mix: layer-mix input (``[-1, -2]``, ``"scalar"`` or ``"concat"``), or None.
         matryoshka_dims, query_max_length, document_max_length, query_marker, document_marker, augment_queries,
-        pooling, starbucks_pairs: as in ``ProjectionConfig`` (ColBERT defaults; pass ``query_marker=None`` etc. for a
-        single-vector model).
+        pooling, starbucks_pairs: as in ``ProjectionConfig``; the defaults are the measured head-mode recipe (a
+        ``linear`` head, no marker tokens, no ``[MASK]`` query padding), not ColBERT's.
     """
 
     model_type: str = field(default="hf_projections_colbert", metadata={"help": "the hf-projections model type"})
-    projection: Union[str, dict] = field(default="ffn2-x2-res", metadata={"help": "head preset name or spec"})
+    projection: Union[str, dict] = field(default="linear", metadata={"help": "head preset name or spec"})
     dim: int = field(default=128, metadata={"help": "output dimension"})
     d_in: Optional[int] = field(default=None, metadata={"help": "the encoder's hidden size"})
     projection_layers: Optional[list[int]] = field(default=None, metadata={"help": "layer-mix input layers"})
@@ -69,9 +69,10 @@ class ProjectionAdapterConfig(PeftConfig):
     matryoshka_dims: Optional[list[int]] = field(default=None, metadata={"help": "nested output dims"})
     query_max_length: int = 32
     document_max_length: int = 180
-    query_marker: Optional[str] = "[unused0]"
-    document_marker: Optional[str] = "[unused1]"
-    augment_queries: bool = True
+    # The head-mode recipe measured here (training/recipes.py), not ColBERT's habits: plain queries and documents.
+    query_marker: Optional[str] = None
+    document_marker: Optional[str] = None
+    augment_queries: bool = False
     pooling: str = "mean"
     starbucks_pairs: Optional[list[list[int]]] = None
 
