@@ -231,9 +231,8 @@ def cmd_colbertize(args: argparse.Namespace) -> None:
                                             max_pairs=args.max_pairs, batch_size=args.batch_size)
     result = colbertize(args.backbone or default_backbone(), args.data, args.output, eval_data=args.eval_data,
                         save=args.save, arguments=arguments, overwrite=args.overwrite)
-    results = json.loads((result.output_dir / "evaluation.json").read_text(encoding="utf-8"))["results"]
-    if results:
-        print(format_table(results))
+    if result.results:
+        print(format_table(result.results))
     print(f"wrote the ColBERT {args.save} to {result.output_dir} in {result.seconds / 60:.1f} min; load it with "
           f"AutoModel.from_pretrained({str(result.output_dir)!r})")
 
@@ -246,7 +245,9 @@ def cmd_cards(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from hf_projections.heads.layer_mix import LAYER_MIXES
     from hf_projections.training.arguments import ProjectionTrainingArguments
+    from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS
 
     parser = argparse.ArgumentParser(prog="hf-projections", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -256,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     heads.add_argument("--d-out", type=_positive(int), default=128, help="output width")
     heads.add_argument("--projection-layers", type=_number_list(int),
                        help="size the heads for a mix of these backbone layers, e.g. -1,-2,-3")
-    heads.add_argument("--layer-mix", choices=("scalar", "concat"), default="scalar",
+    heads.add_argument("--layer-mix", choices=LAYER_MIXES, default="scalar",
                        help="how --projection-layers combine (concat widens the head's input)")
     heads.set_defaults(func=cmd_heads)
 
@@ -317,13 +318,14 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--temperature", type=float)
     sweep.add_argument("--max-pairs", type=int)
     sweep.add_argument("--train-threads", type=int, help="torch threads while training (default: all cores)")
-    sweep.add_argument("--backbone-precision", choices=("auto", "fp32", "bf16"),
+    sweep.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS,
                        help="the frozen backbone pass that fills the cache (auto: bf16 on a CPU with AMX or a bf16 GPU)")
+    # The choices are sweep.settings.SWEEP_PRECISIONS, written out: importing the sweep here slows every command.
     sweep.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                        help="training autocast (auto: bf16 on a GPU that has it, fp32 on the CPU; bf16: autocast on the CPU too)")
     sweep.add_argument("--projection-layers", type=_number_list(int),
                        help="the head reads a mix of these layers, e.g. -1,-2,-3 (head mode; cached side by side)")
-    sweep.add_argument("--layer-mix", choices=("scalar", "concat"), help="how --projection-layers combine (default scalar)")
+    sweep.add_argument("--layer-mix", choices=LAYER_MIXES, help="how --projection-layers combine (default scalar)")
     sweep.add_argument("--time-limit", type=_positive(float),
                        help="minutes: start no run that would end past it (the same command later goes on)")
     sweep.add_argument("--max-eval-queries", type=int, help="seeded sample of test queries per set (full corpus)")
@@ -354,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     colbertize.add_argument("--max-pairs", type=_positive(int), help="train on a seeded sample of this many pairs")
     colbertize.add_argument("--batch-size", type=_positive(int), default=32, help="training pairs per step")
     colbertize.add_argument("--seed", type=int, default=0)
-    colbertize.add_argument("--backbone-precision", choices=("auto", "fp32", "bf16"), default="auto",
+    colbertize.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS, default="auto",
                             help="the frozen backbone pass (auto: bf16 on a CPU with AMX or a bf16 GPU)")
     colbertize.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
     colbertize.set_defaults(func=cmd_colbertize)

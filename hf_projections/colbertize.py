@@ -34,13 +34,18 @@ RECORD_FILES = ("train_summary.json", "training_log.jsonl")
 
 @dataclass
 class ColbertizeResult:
-    """What :func:`colbertize` made: the trained ``ColBERTModel``, where it was written, and its evaluation
-    (``{data set: {metric: value}}`` on each set's test split)."""
+    """What :func:`colbertize` made: the trained ``ColBERTModel``, where it was written, and its evaluation results
+    (``run_evaluation``'s records, one per test split scored)."""
 
     model: object
     output_dir: Path
-    evaluation: dict[str, dict[str, float]]
+    results: list[dict]
     seconds: float
+
+    @property
+    def evaluation(self) -> dict[str, dict[str, float]]:
+        """``{data set: {metric: value}}``."""
+        return {result["data"]: result["metrics"] for result in self.results}
 
 
 def colbertize(encoder: str, data: str | Sequence[str] = "arguana-genq", output_dir: str = "colbert", *,
@@ -77,7 +82,6 @@ def colbertize(encoder: str, data: str | Sequence[str] = "arguana-genq", output_
         model = train(data, base.replace(backbone=encoder, output_dir=scratch, mode="head"))
         model.eval()
         results = run_evaluation(model, list(eval_data)) if eval_data else []
-        evaluation = {result["data"]: result["metrics"] for result in results}
         summary = json.loads((Path(scratch) / RECORD_FILES[0]).read_text(encoding="utf-8"))
         output.mkdir(parents=True, exist_ok=True)
         if save == "adapter":
@@ -90,9 +94,10 @@ def colbertize(encoder: str, data: str | Sequence[str] = "arguana-genq", output_
             if (Path(scratch) / name).exists():
                 shutil.copyfile(Path(scratch) / name, output / name)
     seconds = time.perf_counter() - started
+    result = ColbertizeResult(model=model, output_dir=output, results=results, seconds=seconds)
     atomic_write_json(output / EVALUATION_NAME, {"split": "test", "results": results, "seconds": seconds})
-    write_model_card(model, output, training=_card_training(summary, data), evaluation=evaluation)
-    return ColbertizeResult(model=model, output_dir=output, evaluation=evaluation, seconds=seconds)
+    write_model_card(model, output, training=_card_training(summary, data), evaluation=result.evaluation)
+    return result
 
 
 def _check_output(output: Path, overwrite: bool) -> None:

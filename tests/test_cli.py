@@ -155,3 +155,12 @@ def test_bad_input_is_one_line_and_status_2(tiny_backbone, data, tmp_path, capsy
     error_lines = [line for line in captured.err.splitlines() if "error:" in line]
     assert len(error_lines) == 1 and message in error_lines[0], captured.err
     assert not (tmp_path / "out").exists() or "sweep" in argv  # a refused train writes nothing
+
+
+def test_sweep_precision_choices_are_the_sweeps():
+    from hf_projections.cli import build_parser
+    from hf_projections.sweep.settings import SWEEP_PRECISIONS
+
+    sweep = next(a for a in build_parser()._subparsers._group_actions[0].choices["sweep"]._actions
+                 if a.dest == "precision")
+    assert tuple(sweep.choices) == SWEEP_PRECISIONS

@@ -35,14 +35,12 @@ from hf_projections.integrations.projection_adapter_layer import ProjectionAdapt
 from hf_projections.modeling.adapter_fields import (
     ADAPTER_FIELDS,
     ENCODER_AUTO_MAPPING,
-    adapter_description,
-    adapter_fields,
     check_adapter_fields,
 )
-from hf_projections.modeling.adapter_files import adapter_tensors, check_tensors, write_adapter_folder
+from hf_projections.modeling.adapter_files import check_tensors, write_adapter_folder
 from hf_projections.modeling.adapter_format import ADAPTER_METHOD, ADAPTER_PREFIX, ADAPTER_SLOTS, ADAPTER_TYPE
 from hf_projections.modeling.adapter_models import find_tokenizer, load_adapter_model, model_around_encoder
-from hf_projections.modeling.head_files import base_model_of
+from hf_projections.modeling.head_files import base_model_of, save_head
 from hf_projections.modeling.modeling_hf_projections import ProjectionPreTrainedModel
 
 
@@ -205,8 +203,7 @@ def save_projection_adapter(model: nn.Module, directory: str | os.PathLike,
     base = base_model_of(model)
     if not isinstance(base, ProjectionPreTrainedModel):
         raise TypeError(f"save_projection_adapter needs an hf-projections model, got {type(base).__name__}")
-    name = base_model_name_or_path or getattr(base.config, "backbone_name", None)
-    return write_adapter_folder(directory, adapter_description(adapter_fields(base.config), name), adapter_tensors(base))
+    return save_head(base, directory, base_model_name_or_path)
 
 
 def load_projection_adapter(directory: str | os.PathLike, encoder: nn.Module | None = None, **kwargs):

@@ -25,11 +25,11 @@ from hf_projections.modeling.adapter_format import (
     ADAPTER_SLOTS,
     ADAPTER_TYPE,
     ADAPTER_WEIGHTS_NAME,
+    FULL_WEIGHTS,
+    HUB_KEYS,
 )
 from hf_projections.modeling.configuration_hf_projections import ProjectionConfig
 from hf_projections.modeling.safetensors_checks import check_safetensors_file
-
-_FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
 
 
 def active_module(model: nn.Module, name: str) -> nn.Module | None:
@@ -68,7 +68,7 @@ def write_adapter_folder(directory: str | os.PathLike, description: dict,
     """Write ``adapter_config.json``, ``config.json`` and (given ``tensors``) ``adapter_model.safetensors``, each
     atomically. A folder holding a full model (``model.safetensors``) is refused: its ``config.json`` would go."""
     directory = Path(directory)
-    full = [name for name in _FULL_WEIGHTS if (directory / name).exists()]
+    full = [name for name in FULL_WEIGHTS if (directory / name).exists()]
     if full:
         raise ValueError(f"{directory} holds a full model ({full[0]}); save the projection adapter to its own folder")
     fields = {name: description[name] for name in ADAPTER_FIELDS}
@@ -92,8 +92,7 @@ def _resolve(path: str, name: str, hub_kwargs: dict) -> str:
         return local
     from huggingface_hub import hf_hub_download
 
-    keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
-    return hf_hub_download(path, name, **{k: hub_kwargs[k] for k in keys if k in hub_kwargs})
+    return hf_hub_download(path, name, **{k: hub_kwargs[k] for k in HUB_KEYS if k in hub_kwargs})
 
 
 def read_adapter_config(path: str | os.PathLike, **hub_kwargs) -> dict:

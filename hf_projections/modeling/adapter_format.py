@@ -26,7 +26,10 @@ ADAPTER_WEIGHTS_NAME = "adapter_model.safetensors"
 ADAPTER_SLOTS = {"projection": "hf_projection_head", "layer_mix": "hf_projection_layer_mix"}
 # Model attribute -> the key prefix of its tensors in adapter_model.safetensors (PEFT keeps "base_model.model.").
 ADAPTER_KEY_PREFIXES = {name: f"base_model.model.{name}.{slot}." for name, slot in ADAPTER_SLOTS.items()}
-_FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+# A folder holding one of these is a full model, never an adapter (and an adapter may not be written into it).
+FULL_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
+# The keyword arguments that address adapter files on the Hub (or in its cache).
+HUB_KEYS = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
 
 
 def adapter_type_of(config_path: str) -> str | None:
@@ -47,15 +50,14 @@ def is_projection_adapter(name_or_path: str, hub_kwargs: dict | None = None) -> 
     subfolder = hub_kwargs.get("subfolder") or ""
     if os.path.isdir(name_or_path):
         folder = os.path.join(name_or_path, subfolder)
-        if any(os.path.isfile(os.path.join(folder, name)) for name in _FULL_WEIGHTS):
+        if any(os.path.isfile(os.path.join(folder, name)) for name in FULL_WEIGHTS):
             return False
         config_path = os.path.join(folder, ADAPTER_CONFIG_NAME)
         return os.path.isfile(config_path) and adapter_type_of(config_path) == ADAPTER_TYPE
     from transformers.utils import find_adapter_config_file
 
-    wanted = ("cache_dir", "token", "revision", "local_files_only", "subfolder")
     try:
-        config_path = find_adapter_config_file(name_or_path, **{k: hub_kwargs[k] for k in wanted if k in hub_kwargs})
+        config_path = find_adapter_config_file(name_or_path, **{k: hub_kwargs[k] for k in HUB_KEYS if k in hub_kwargs})
     except (OSError, ValueError):
         return False
     return config_path is not None and adapter_type_of(config_path) == ADAPTER_TYPE

@@ -14,7 +14,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from hf_projections.modeling.adapter_fields import ADAPTER_FIELDS, MODEL_CLASSES, check_encoder_width, model_config
 from hf_projections.modeling.adapter_files import load_head_tensors, read_adapter_config, read_adapter_tensors
-from hf_projections.modeling.adapter_format import ADAPTER_KEY_PREFIXES
+from hf_projections.modeling.adapter_format import ADAPTER_KEY_PREFIXES, HUB_KEYS
 
 
 def find_tokenizer(*names: str | None):
@@ -66,8 +66,7 @@ def load_adapter_model(path: str | os.PathLike, encoder: nn.Module | None = None
             anything else (``dtype``, ...) goes to ``AutoModel.from_pretrained`` for the encoder.
     """
     path = os.fspath(path)
-    hub_keys = ("revision", "token", "cache_dir", "local_files_only", "subfolder")
-    hub_kwargs = {k: kwargs.pop(k) for k in hub_keys if k in kwargs}
+    hub_kwargs = {k: kwargs.pop(k) for k in HUB_KEYS if k in kwargs}
     description = read_adapter_config(path, **hub_kwargs)
     base = description.get("base_model_name_or_path")
     if encoder is None:

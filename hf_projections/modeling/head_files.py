@@ -65,13 +65,15 @@ def head_module(model: nn.Module) -> nn.Module:
     return head
 
 
-def save_head(model: nn.Module, directory: str | os.PathLike) -> Path:
+def save_head(model: nn.Module, directory: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
     """Save only the projection head (and its layer mix) as a projection adapter: ``adapter_config.json`` (spec,
     dims, layer mix, ColBERT settings, ``base_model_name_or_path`` = the backbone's name), ``adapter_model.safetensors``
     and a small ``config.json``. Works on plain and PEFT-wrapped models; ``load_head``, ``PeftModel.from_pretrained``
-    and ``AutoModel.from_pretrained`` read the folder."""
+    and ``AutoModel.from_pretrained`` read the folder. ``base_model_name_or_path``: the encoder to load it onto
+    (default: the model's ``backbone_name``)."""
     base = base_model_of(model)
-    description = adapter_description(adapter_fields(base.config), getattr(base.config, "backbone_name", None))
+    name = base_model_name_or_path or getattr(base.config, "backbone_name", None)
+    description = adapter_description(adapter_fields(base.config), name)
     return write_adapter_folder(directory, description, adapter_tensors(base))
 
 

@@ -29,13 +29,13 @@ try:  # installed package
     from hf_projections.heads.linear_init import init_from_linear
     from hf_projections.heads.registry import build_projection, resolve_spec
     from hf_projections.atomic import staged_directory
-    from hf_projections.modeling.adapter_format import is_projection_adapter
+    from hf_projections.modeling.adapter_format import HUB_KEYS, is_projection_adapter
     from hf_projections.modeling.backbone import backbone_from_config, copy_backbone_weights, hidden_states_at, run_layers
     from hf_projections.modeling.configuration_hf_projections import ProjectionConfig
     from hf_projections.modeling.extensions import get_extension
     from hf_projections.modeling.safetensors_checks import check_local_safetensors, mismatched_shapes
 except ImportError:  # self-contained checkpoint folder (trust_remote_code)
-    from .adapter_format import is_projection_adapter
+    from .adapter_format import HUB_KEYS, is_projection_adapter
     from .backbone import backbone_from_config, copy_backbone_weights, hidden_states_at, run_layers
     from .base import ProjectionHead, ResidualHead
     from .configuration_hf_projections import ProjectionConfig
@@ -190,7 +190,7 @@ class ProjectionPreTrainedModel(PreTrainedModel):
         """Load a projection adapter folder (head weights + ``base_model_name_or_path``; see
         ``hf_projections.integrations.projection_adapter``): the encoder it names plus the saved head."""
         load = get_extension("load_projection_adapter")
-        hub = {k: kwargs[k] for k in ("revision", "token", "cache_dir", "local_files_only", "subfolder") if k in kwargs}
+        hub = {k: kwargs[k] for k in HUB_KEYS if k in kwargs}
         encoder_kwargs = {k: kwargs[k] for k in ("dtype", "torch_dtype", "device_map") if k in kwargs}
         model = load(folder, **hub, **encoder_kwargs)
         if not isinstance(model, cls):
