@@ -34,19 +34,24 @@ def cached_hidden_states(model, hidden: torch.Tensor, mask: torch.Tensor,
     return model.forward_from_layer(hidden, mask, layer)
 
 
+def mixed_layers(model) -> tuple[int, ...] | None:
+    """The block counts a layer-mix head reads (``config.projection_layers`` resolved), or None for a one-layer head:
+    the layers a head-mode cache must hold side by side."""
+    config = model.config
+    return tuple(config.resolved_projection_layers()) if getattr(config, "projection_layers", None) else None
+
+
 def check_cache_matches_model(model, layer: int | tuple[int, ...] | None, what: str) -> None:
     """Raise naming ``what`` when cached states at ``layer`` are not what the model's head reads: a layer-mix
     head needs a cache of exactly its ``projection_layers``, a one-layer head a one-layer cache."""
-    config = model.config
-    wanted = config.resolved_projection_layers() if getattr(config, "projection_layers", None) else None
-    if wanted is None and not isinstance(layer, tuple):
+    wanted = mixed_layers(model)
+    if (layer if isinstance(layer, tuple) else None) == wanted:
         return
-    if isinstance(layer, tuple) and wanted is not None and list(layer) == list(wanted):
-        return
+    reads = f"projection_layers={model.config.projection_layers} (block counts {list(wanted)})" if wanted else "one layer"
+    held = list(layer) if isinstance(layer, tuple) else layer
     raise ValueError(
-        f"{what}: the cache holds layer(s) {list(layer) if isinstance(layer, tuple) else layer}, but the model's head "
-        f"reads {'projection_layers=' + str(config.projection_layers) + ' (block counts ' + str(wanted) + ')' if wanted else 'one layer'}; "
-        "build the cache from this model (build_feature_cache(..., layer=cache_layer_for_mode(model, 'head')))"
+        f"{what}: the cache holds layer(s) {held}, but the model's head reads {reads}; build the cache from this "
+        "model (build_feature_cache(..., layer=cache_layer_for_mode(model, 'head')))"
     )
 
 

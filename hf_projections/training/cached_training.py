@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader, Dataset
 from hf_projections.modeling.backbone import backbone_layers, check_layerwise_backbone
 from hf_projections.training.batching import PassageBatchSampler, passage_keys, row_sources
 from hf_projections.training.cache import build_feature_cache
-from hf_projections.training.cached_encoding import autocast_context, cached_hidden_states, is_multi_vector
+from hf_projections.training.cached_encoding import autocast_context, cached_hidden_states, is_multi_vector, mixed_layers
 from hf_projections.training.collator import document_groups, teacher_score_tensor
 from hf_projections.training.feature_cache import FeatureCache
 from hf_projections.training.losses import ProjectionLoss
@@ -106,9 +106,9 @@ def cache_layer_for_mode(model, mode: str) -> int | tuple[int, ...] | None:
     parsed = parse_mode(mode)
     if parsed.kind == "full":
         raise ValueError("mode 'full' trains the whole backbone and cannot use cached features; use 'head' or 'top-K'")
-    layers = getattr(model.config, "projection_layers", None) and model.config.resolved_projection_layers()
+    layers = mixed_layers(model)
     if parsed.kind == "head":
-        return tuple(layers) if layers else None
+        return layers
     if layers:
         raise ValueError(f"mode {mode!r} with a layer-mix head (projection_layers={model.config.projection_layers}) "
                          "cannot train from a feature cache (the mixed layers would be cached and trained at once); "
