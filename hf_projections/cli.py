@@ -393,7 +393,17 @@ def main(argv: list[str] | None = None) -> int:
         message = " ".join(str(error).split()) or type(error).__name__
         print(f"hf-projections {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        _close_process_group()
     return 0
+
+
+def _close_process_group() -> None:
+    """Under `accelerate launch`/torchrun the Trainer opens a process group that nobody closes; gloo's threads still
+    running at interpreter exit can abort a rank (SIGABRT) after training has succeeded."""
+    torch = sys.modules.get("torch")  # only if the command imported it: --help stays fast
+    if torch is not None and torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

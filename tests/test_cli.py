@@ -164,3 +164,16 @@ def test_sweep_precision_choices_are_the_sweeps():
     sweep = next(a for a in build_parser()._subparsers._group_actions[0].choices["sweep"]._actions
                  if a.dest == "precision")
     assert tuple(sweep.choices) == SWEEP_PRECISIONS
+
+
+def test_a_command_closes_the_process_group_it_ran_under(tmp_path, capsys):
+    # What `accelerate launch` leaves open; left open, gloo can abort a rank at exit after training succeeded.
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        assert main(["heads"]) == 0
+        assert not dist.is_initialized()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -43,6 +43,9 @@ WORKER = textwrap.dedent(
     rank = int(os.environ["RANK"])
     with open(os.path.join(out, f"rank{rank}.json"), "w") as handle:
         json.dump({"world_size": trainer.args.world_size, "digest": digest.hexdigest(), "changed": changed}, handle)
+    # Without this, gloo's threads can still be running at interpreter exit and abort one rank (SIGABRT).
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
     """
 )
 
