@@ -73,8 +73,48 @@ def test_one_layer_paths_refuse_a_layer_mix_head(tiny_backbone, tmp_path):
     # save_head keeps the layer mix now (a projection adapter; tests/test_peft_adapter.py)
     with pytest.raises(ValueError, match="mode 'top-1' with a layer-mix head .* cannot train from a feature cache"):
         build_cached_pairs(model, [{"query": "q", "positive": "p"}], mode="top-1", cache_dir=tmp_path / "cache")
-    with pytest.raises(ValueError, match="sentence-transformers export .* reads a layer mix"):
-        model.to_sentence_transformers()
+
+
+@pytest.mark.parametrize("mix, projection", [("scalar", "ffn2-x2-res"), ("concat", "linear")])
+def test_layer_mix_round_trips_through_sentence_transformers(tiny_backbone, tmp_path, mix, projection):
+    from sentence_transformers import MultiVectorEncoder
+
+    from hf_projections.integrations.sentence_transformers import LayerMix, from_sentence_transformers
+
+    torch.manual_seed(0)
+    model = ColBERTModel.from_backbone(tiny_backbone, projection=projection, dim=8, projection_layers=[-1, -2, 0],
+                                       layer_mix=mix).eval()
+    with torch.no_grad():  # trained-looking weights everywhere (residual branches start at zero)
+        for parameter in [*model.projection.parameters(), *model.layer_mix.parameters()]:
+            parameter.normal_(0.0, 0.3)
+    queries, documents = TEXTS[:2], TEXTS
+    expected = model.score(queries, documents)
+
+    st_model = model.to_sentence_transformers(tmp_path / "st")
+    assert isinstance(st_model[1], LayerMix) and st_model[1].layers == model.config.resolved_projection_layers()
+    reloaded = MultiVectorEncoder(str(tmp_path / "st"), device="cpu", trust_remote_code=True)
+    for st in (st_model, reloaded):
+        scores = st.similarity(st.encode_query(queries), st.encode_document(documents)).cpu()
+        torch.testing.assert_close(scores, expected, atol=1e-5, rtol=0)
+
+    back = from_sentence_transformers(tmp_path / "st", trust_remote_code=True)
+    assert back.config.resolved_projection_layers() == model.config.resolved_projection_layers()
+    assert back.config.layer_mix == mix and not back.backbone.config.output_hidden_states
+    torch.testing.assert_close(back.score(queries, documents), expected, atol=1e-5, rtol=0)
+
+
+def test_st_layer_mix_module_names_what_it_needs():
+    from hf_projections.integrations.sentence_transformers import LayerMix
+
+    with pytest.raises(ValueError, match="layers must be a non-empty list of block counts"):
+        LayerMix([])
+    with pytest.raises(ValueError, match="mix must be one of scalar, concat"):
+        LayerMix([1, 2], mix="sum")
+    with pytest.raises(ValueError, match="output_hidden_states=True"):
+        LayerMix([1, 2])({"token_embeddings": torch.zeros(1, 2, 4)})
+    states = tuple(torch.randn(1, 2, 4) for _ in range(3))
+    with pytest.raises(ValueError, match=r"reads block counts \[1, 5\], but the backbone has 2 blocks"):
+        LayerMix([1, 5])({"token_embeddings": states[-1], "all_layer_embeddings": states})
 
 
 @pytest.mark.parametrize("use_cache", [True, False])

@@ -117,7 +117,7 @@ class ProjectionPreTrainedModel(PreTrainedModel):
 
     @classmethod
     def from_parts(cls, backbone: nn.Module, tokenizer, head_state: dict | None = None, backbone_name: str | None = None,
-                   **config_kwargs):
+                   layer_mix_state: dict | None = None, **config_kwargs):
         """Build a model from a loaded encoder and tokenizer (a converter's parts).
 
         Args:
@@ -126,13 +126,20 @@ class ProjectionPreTrainedModel(PreTrainedModel):
             tokenizer: its tokenizer (markers must be in the vocabulary).
             head_state: state dict for the head built from ``config_kwargs["projection"]`` (loaded strictly); None
                 keeps the fresh head.
+            layer_mix_state: state dict for the layer mix of ``config_kwargs["projection_layers"]`` (strict), or None.
             **config_kwargs: the other config fields (``projection``, ``dim``, lengths, markers, ...).
         """
-        config = cls.config_class(backbone_config=backbone.config.to_dict(), backbone_name=backbone_name, **config_kwargs)
+        backbone_config = backbone.config.to_dict()
+        backbone_config.pop("output_hidden_states", None)  # a converter's flag (ST's layer mix); ours take what they need
+        config = cls.config_class(backbone_config=backbone_config, backbone_name=backbone_name, **config_kwargs)
         model = cls(config)
         copy_backbone_weights(backbone, model.backbone)
         if head_state is not None:
             model.projection.load_state_dict(head_state, strict=True)
+        if layer_mix_state is not None:
+            if model.layer_mix is None:
+                raise ValueError("layer_mix_state was given but the config has no projection_layers")
+            model.layer_mix.load_state_dict(layer_mix_state, strict=True)
         model.set_tokenizer(tokenizer)
         return model
 

@@ -24,6 +24,8 @@ query/document_max_length   ``Transformer(query_length=..., document_length=...)
 augment_queries=True        ``Transformer(query_expansion={"strategy": "fixed", "attend": True,
                             "length": query_max_length})`` (+ ``MultiVectorMask`` scores the [MASK] tokens)
 projection head             ``Projection`` (ours), or ST's own ``Dense`` for a plain ``linear`` head
+projection_layers (ColBERT) ``LayerMix`` (ours) after the ``Transformer``, whose backbone config then has
+                            ``output_hidden_states=True`` (it reads ``all_layer_embeddings``)
 L2 norm + padding zeroed    ``Normalize`` (+ ``MultiVectorMask`` for the scoring mask)
 pooling (dense)             ``Pooling(pooling_mode="mean" | "cls")``
 ==========================  =====================================================================================
@@ -43,12 +45,16 @@ folders included. The folder names ``hf_projections.integrations.sentence_transf
 
 from hf_projections.integrations.sentence_transformers.exporting import save_sentence_transformers, to_sentence_transformers
 from hf_projections.integrations.sentence_transformers.importing import from_sentence_transformers, load_sentence_transformers
+from hf_projections.integrations.sentence_transformers.layer_mix_module import LAYER_MIX_CLASS_REF, LayerMix
 from hf_projections.integrations.sentence_transformers.module import PROJECTION_CLASS_REF, Projection
 
-# Saved folders name the module class by this package's path (PROJECTION_CLASS_REF), as they always have.
+# Saved folders name the module classes by this package's path (PROJECTION_CLASS_REF, LAYER_MIX_CLASS_REF).
 Projection.__module__ = __name__
+LayerMix.__module__ = __name__
 
 __all__ = [
+    "LAYER_MIX_CLASS_REF",
+    "LayerMix",
     "PROJECTION_CLASS_REF",
     "Projection",
     "from_sentence_transformers",

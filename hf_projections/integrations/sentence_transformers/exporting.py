@@ -13,6 +13,7 @@ from transformers import AddedToken
 from transformers.utils import logging as transformers_logging
 
 from hf_projections.heads.linear import LinearProjection
+from hf_projections.integrations.sentence_transformers.layer_mix_module import LayerMix
 from hf_projections.integrations.sentence_transformers.module import SENTENCE_FEATURE, TOKEN_FEATURE, Projection
 from hf_projections.atomic import staged_directory
 
@@ -33,8 +34,6 @@ def to_sentence_transformers(model, path: str | os.PathLike | None = None, *, us
     Returns:
         The ``MultiVectorEncoder`` / ``SentenceTransformer``.
     """
-    if hasattr(model, "check_single_layer_input"):
-        model.check_single_layer_input("the sentence-transformers export (its modules pass the last layer's states)")
     from sentence_transformers import MultiVectorEncoder, SentenceTransformer
     from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
     from sentence_transformers.sentence_transformer.modules import Pooling
@@ -62,9 +61,15 @@ def to_sentence_transformers(model, path: str | os.PathLike | None = None, *, us
     _register_markers(transformer.tokenizer, [cfg.query_marker, cfg.document_marker])
 
     head = _head_module(model, feature, use_native_dense)
+    layer_mix = _layer_mix_module(model)
+    if layer_mix is not None:
+        # ST's Transformer fills features["all_layer_embeddings"] only when the backbone config asks for them; the
+        # flag is saved in the folder's config.json, so a reload does the same.
+        transformer.model.config.output_hidden_states = True
     prompts = {"query": cfg.query_marker or "", "document": cfg.document_marker or ""}
     if multi_vector:
-        modules = [transformer, head, MultiVectorMask(), Normalize(module_input_name=TOKEN_FEATURE)]
+        modules = [transformer, *([layer_mix] if layer_mix is not None else []), head, MultiVectorMask(),
+                   Normalize(module_input_name=TOKEN_FEATURE)]
         st_model = MultiVectorEncoder(modules=modules, prompts=prompts, similarity_fn_name="maxsim", device=device)
     else:
         pooling = Pooling(cfg.hidden_size, pooling_mode=cfg.pooling, include_prompt=True)
@@ -112,6 +117,16 @@ def _head_module(model, feature: str, use_native_dense: bool) -> nn.Module:
         head.d_in, head.d_out, head.spec, module_input_name=feature, matryoshka_dims=cfg.matryoshka_dims
     )
     module.head.load_state_dict(head.state_dict())
+    return module
+
+
+def _layer_mix_module(model) -> LayerMix | None:
+    """ST's ``LayerMix`` holding the model's layer mix (weights copied), or None for a last-layer head."""
+    layers = model.config.resolved_projection_layers() if hasattr(model.config, "resolved_projection_layers") else None
+    if not layers:
+        return None
+    module = LayerMix(layers, model.config.layer_mix)
+    module.layer_mix.load_state_dict(model.layer_mix.state_dict())
     return module
 
 

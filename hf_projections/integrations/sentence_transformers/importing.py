@@ -13,6 +13,8 @@ import torch
 from sentence_transformers.base.modules import Dense, Normalize, Transformer
 from torch import nn
 
+from hf_projections.heads.layer_mix import layer_mix_width
+from hf_projections.integrations.sentence_transformers.layer_mix_module import LAYER_MIX_CLASS_REF, LayerMix
 from hf_projections.integrations.sentence_transformers.module import (
     PROJECTION_CLASS_REF,
     SENTENCE_FEATURE,
@@ -75,10 +77,10 @@ def load_sentence_transformers(path, *, trust_remote_code: bool = False, multi_v
         if (Path(path) / "modules.json").exists():
             modules_json = json.loads((Path(path) / "modules.json").read_text(encoding="utf-8"))
     if modules_json and not trust_remote_code:
-        ours = [m["path"] or "." for m in modules_json if m.get("type") == PROJECTION_CLASS_REF]
+        ours = [m["path"] or "." for m in modules_json if m.get("type") in (PROJECTION_CLASS_REF, LAYER_MIX_CLASS_REF)]
         if ours:
             raise ValueError(
-                f"{path} holds an hf-projections Projection module ({', '.join(ours)}); sentence-transformers >= 6 "
+                f"{path} holds hf-projections modules ({', '.join(ours)}); sentence-transformers >= 6 "
                 "imports module classes outside its own package only with trust_remote_code=True. Pass "
                 "trust_remote_code=True (it also lets the backbone run remote code, if its config names any)."
             )
@@ -114,10 +116,12 @@ def _read_pipeline(st_model) -> dict[str, Any]:
     if not modules or not isinstance(modules[0], Transformer):
         raise ValueError("the first sentence-transformers module must be a Transformer (the backbone)")
     transformer = modules[0]
-    heads, pooling, normalized, mask = [], None, False, None
-    for module in modules[1:]:
+    heads, pooling, normalized, mask, layer_mix = [], None, False, None, None
+    for position, module in enumerate(modules[1:], start=1):
         name = type(module).__name__
-        if normalized:
+        if isinstance(module, LayerMix) and position == 1 and kind == "colbert":
+            layer_mix = module
+        elif normalized:
             problems.append(f"{name} after Normalize (our models normalise last)")
         elif isinstance(module, (Dense, Projection)):
             if module.module_input_name != feature or module.module_output_name != feature:
@@ -157,11 +161,18 @@ def _read_pipeline(st_model) -> dict[str, Any]:
                 problems.append("Pooling(include_prompt=False): our mean pooling includes the marker token")
             config["pooling"] = mode if mode in ("mean", "cls") else "mean"
     hidden = transformer.get_embedding_dimension()
+    layer_mix_state = None
+    if layer_mix is not None:
+        depth = transformer.model.config.num_hidden_layers
+        # block counts -> the negative form (-1: the last layer) that presets and users write
+        config.update(projection_layers=[k - depth - 1 for k in layer_mix.layers], layer_mix=layer_mix.mix)
+        layer_mix_state = layer_mix.layer_mix.state_dict()
+        hidden = layer_mix_width(layer_mix.mix, len(layer_mix.layers), hidden)
     spec, state, dim, head_problems, matryoshka = _read_heads(heads, hidden)
     problems += head_problems
     config.update(projection=spec, dim=dim, matryoshka_dims=matryoshka)
     return {"kind": kind, "backbone": transformer.model, "tokenizer": tokenizer, "config": config,
-            "head_state": state, "problems": problems}
+            "head_state": state, "layer_mix_state": layer_mix_state, "problems": problems}
 
 
 def _read_lengths(transformer, tokenizer, config: dict) -> list[str]:
@@ -265,5 +276,5 @@ def _assemble(plan: dict[str, Any], backbone_name: str | None):
 
     cls = ColBERTModel if plan["kind"] == "colbert" else DenseEmbeddingModel
     model = cls.from_parts(plan["backbone"], plan["tokenizer"], head_state=plan["head_state"],
-                           backbone_name=backbone_name, **plan["config"])
+                           layer_mix_state=plan["layer_mix_state"], backbone_name=backbone_name, **plan["config"])
     return model.eval()
