@@ -93,7 +93,17 @@ def busy_processes(pattern: str = BUSY_PATTERN) -> list[str]:
     except FileNotFoundError:  # no pgrep: cannot tell, assume quiet
         return []
     own = {str(os.getpid()), str(os.getppid())}
-    return [line for line in found.splitlines() if line.split(" ", 1)[0] not in own]
+    return [line for line in found.splitlines()
+            if line.split(" ", 1)[0] not in own and not _is_stopped(line.split(" ", 1)[0])]
+
+
+def _is_stopped(pid: str) -> bool:
+    """True for a process paused with SIGSTOP (state ``T``): it uses no CPU, so it does not make the machine busy."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] in ("T", "t")
 
 
 def wait_for_quiet_machine(pattern: str = BUSY_PATTERN, max_wait_s: float = 1500, poll_s: float = 60) -> float:

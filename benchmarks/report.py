@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 from benchmarks import common  # noqa: E402
 
-SECTIONS = ("encode_overhead", "search", "training_throughput", "ann", "ann_curves")
+SECTIONS = ("encode_overhead", "layer_mix_cost", "search", "training_throughput", "ann", "ann_curves")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -67,6 +67,28 @@ def encode_overhead_section(section: dict) -> list[str]:
         if not summary.get("conclusive", True):
             lines += ["", "The distance between the measured overhead and the 3 % limit is smaller than the noise floor "
                           "on this shared machine, so this verdict may flip on a rerun."]
+    return lines + [""] + _provenance(section)
+
+
+def layer_mix_cost_section(section: dict) -> list[str]:
+    sizes, data, summary = section["sizes"], section["data"], section["summary"]
+    lines = ["## Layer-mix input: encode time and cache cost", ""]
+    lines += [f"Backbone `{Path(section['backbone']).name}` (hidden {sizes['hidden_size']}), dim {sizes['dim']}. "
+              f"Encode: one batch of {data['documents']} real {data['corpus']} documents at {sizes['tokens']} tokens, "
+              f"model forward on the pre-tokenised batch, {sizes['torch_threads']} torch threads, {sizes['rounds']} "
+              "interleaved rounds, medians; `ratio` / `paired` compare with the same head reading the last layer "
+              "(`last-control` is a second last-layer linear model: its distance from 1.000 is the noise floor, "
+              f"{100 * summary['noise_floor']:.2f} %).", ""]
+    rows = [[f"`{row['head']}`", row["input"], f"{row['head_params']:,}", f"{row['layer_mix_params']:,}",
+             f"{row['encode_s']['median']:.4f}", f"{row['ratio_vs_last']:.3f}", f"{row['paired_ratio_vs_last']:.3f}"]
+            for row in section["rows"]]
+    lines += _table(["head", "input", "head params", "mix params", "encode s (median)", "ratio", "paired"], rows)
+    lines += ["", f"Head-mode feature cache of {data['cache_documents']} {data['corpus']} documents (fp16, as training "
+                  f"builds it; the mix type does not change it), each build into a fresh folder, "
+                  f"{sizes['cache_rounds']} interleaved round(s):", ""]
+    rows = [[row["input"], str(row["layers"]), f"{row['bytes'] / 2**20:,.1f}", f"{row['bytes_ratio']:.2f}x",
+             f"{row['build_s']['median']:.1f}", f"{row['paired_build_ratio']:.2f}x"] for row in section["cache_rows"]]
+    lines += _table(["cache", "layers", "MiB", "disk vs last", "build s", "build vs last"], rows)
     return lines + [""] + _provenance(section)
 
 
@@ -222,7 +244,8 @@ def ann_curves_section(section: dict) -> list[str]:
     return lines + _provenance(section)
 
 
-RENDERERS = {"encode_overhead": encode_overhead_section, "search": search_section,
+RENDERERS = {"encode_overhead": encode_overhead_section, "layer_mix_cost": layer_mix_cost_section,
+             "search": search_section,
              "training_throughput": training_section, "ann": ann_section, "ann_curves": ann_curves_section}
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import time
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a of and in to is cat dog protein cell gene claim study cancer risk drug effect".split()
 HEADINGS = {"encode_overhead": "## Encode overhead of each head vs `linear`",
+            "layer_mix_cost": "## Layer-mix input: encode time and cache cost",
             "search": "## Exact MaxSim search vs sentence-transformers",
             "training_throughput": "## Training throughput by mode",
             "ann": "## Approximate search (HNSW + re-rank) and token pooling",
@@ -90,6 +92,22 @@ def test_encode_overhead_quick(bench, tmp_path, tiny_backbone, data_root):
     assert linear["ratio_vs_linear"] == 1.0 and linear["paired_ratio_vs_linear"] == 1.0
     assert section["data"]["tokens_per_document"] == section["sizes"]["tokens"]
     assert section["summary"]["target_head"] == "ffn2-x2-res" and section["summary"]["status"] in ("PASS", "FAIL")
+
+
+def test_layer_mix_cost_quick(bench, tmp_path, tiny_backbone, data_root):
+    module = bench("layer_mix_cost")
+    module.main(quick_args(tmp_path, tiny_backbone, data_root))
+    section = read_section(tmp_path, "layer_mix_cost")
+    assert [(row["head"], row["input"]) for row in section["rows"]] == [
+        *((head, name) for head in module.HEADS for name in module.INPUTS), ("linear", module.CONTROL)]
+    for row in section["rows"]:
+        assert row["encode_s"]["n"] == section["sizes"]["rounds"]
+        assert (row["layer_mix_params"] > 0) == row["input"].endswith("-scalar")  # scalar: L + 1 weights
+        if row["input"] == "last":
+            assert row["paired_ratio_vs_last"] == 1.0
+    cache = {row["input"]: row for row in section["cache_rows"]}
+    # the cache holds the layers side by side: ~L times the bytes of a last-layer cache (plus the same index files)
+    assert cache["last"]["bytes_ratio"] == 1.0 < cache["layers2"]["bytes_ratio"] < cache["layers3"]["bytes_ratio"]
 
 
 def test_search_quick_agrees_with_sentence_transformers(bench, tmp_path, tiny_backbone, data_root):
@@ -210,3 +228,28 @@ def test_report_assembles_sections(bench, tmp_path, tiny_backbone, data_root):
     assert "**Target: >= 75 % of the matmul peak and >= 3x sentence-transformers" in text
     assert "not a measurement" in text and "## Machine and versions" in text
     assert "(not measured yet: `python benchmarks/ann.py`)" in text
+
+
+def test_a_paused_job_does_not_make_the_machine_busy(bench):
+    import signal
+    import subprocess
+    import sys
+
+    common = bench("common")
+    marker = "hf-projections-busy-test-marker"
+    job = subprocess.Popen([sys.executable, "-c", f"import time; time.sleep(60)  # {marker}"])
+    try:
+        for _ in range(50):  # pgrep sees the command line once the interpreter has started
+            if common.busy_processes(marker):
+                break
+            time.sleep(0.1)
+        assert common.busy_processes(marker)
+        job.send_signal(signal.SIGSTOP)
+        for _ in range(50):
+            if not common.busy_processes(marker):
+                break
+            time.sleep(0.1)
+        assert not common.busy_processes(marker)
+    finally:
+        job.kill()
+        job.wait()
