@@ -17,6 +17,18 @@ from pathlib import Path
 from typing import Any
 
 
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable way to read it is to set it; put it straight back
+    os.umask(mask)
+    return mask
+
+
+def _give_default_mode(path: str, is_dir: bool = False) -> None:
+    """The mode a plain ``open``/``mkdir`` would give (``0o666``/``0o777`` less the umask): ``mkstemp`` and
+    ``mkdtemp`` create owner-only files and folders, which would make saved models unreadable to other users."""
+    os.chmod(path, (0o777 if is_dir else 0o666) & ~_umask())
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     """Call ``write(temp_path)`` to produce the file, then move it over ``path`` in one step."""
     path = Path(path)
@@ -25,6 +37,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
     os.close(handle)
     try:
         write(temp_name)
+        _give_default_mode(temp_name)
         os.replace(temp_name, path)
     except BaseException:
         if os.path.exists(temp_name):
@@ -58,6 +71,8 @@ def staged_directory(target: str | os.PathLike) -> Iterator[str]:
         os.makedirs(target, exist_ok=True)
         for name in sorted(os.listdir(staging)):
             destination = os.path.join(target, name)
+            if os.path.isdir(os.path.join(staging, name)):
+                _give_default_mode(os.path.join(staging, name), is_dir=True)
             if os.path.isdir(destination) and os.path.isdir(os.path.join(staging, name)):
                 # os.replace cannot move a folder over a non-empty one: swap it out first.
                 with tempfile.TemporaryDirectory(dir=parent, prefix=".replaced-") as old:

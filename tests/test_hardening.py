@@ -514,3 +514,23 @@ def test_empty_strings_and_duplicate_pairs_train(tiny_backbone, tmp_path):
         train(datasets.Dataset.from_dict({"query": [], "positive": []}), ProjectionTrainingArguments(
             backbone=tiny_backbone, mode="head", batch_size=2, output_dir=tmp_path / "none", cache_dir=tmp_path / "cache",
             show_progress_bar=False))
+
+
+def test_saved_files_get_the_usual_mode_not_owner_only(tmp_path):
+    # mkstemp/mkdtemp make owner-only files; a saved model must be readable as a plain write would leave it.
+    import os
+    import stat
+
+    from hf_projections.atomic import atomic_write_json, staged_directory
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_json(tmp_path / "config.json", {"a": 1})
+        with staged_directory(tmp_path / "model") as staging:
+            os.makedirs(os.path.join(staging, "sub"))
+            atomic_write_json(os.path.join(staging, "sub", "weights.json"), {})
+    finally:
+        os.umask(old)
+    for path, mode in [(tmp_path / "config.json", 0o644), (tmp_path / "model" / "sub", 0o755),
+                       (tmp_path / "model" / "sub" / "weights.json", 0o644)]:
+        assert stat.S_IMODE(path.stat().st_mode) == mode, path
