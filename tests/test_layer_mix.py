@@ -183,3 +183,31 @@ def test_layer_mix_loads_with_remote_code_without_the_package(tiny_backbone, tmp
                            json.dumps(TEXTS)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert torch.equal(load_file(tmp_path / "out")["embeddings"], expected)
+
+
+def test_a_cache_of_more_layers_serves_a_mix_of_fewer(tiny_backbone, tmp_path):
+    from hf_projections.training.cache import build_feature_cache
+
+    model = ColBERTModel.from_backbone(tiny_backbone, dim=8).eval()
+    texts = [*TEXTS, "one more text here"]
+    wide = build_feature_cache(model, texts, is_query=False, cache_dir=tmp_path / "shared", layer=(2, 1, 0))
+    # fewer layers, reordered, over a subset of the texts: read from the wide cache, nothing new built
+    view = build_feature_cache(model, TEXTS[::-1], is_query=False, cache_dir=tmp_path / "shared", layer=(1, 2))
+    assert view.path == wide.path and view.layer == (1, 2) and len(list((tmp_path / "shared").iterdir())) == 1
+    alone = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "alone", layer=(1, 2))
+    assert view.hidden_size == alone.hidden_size == 2 * model.config.hidden_size
+    rows, alone_rows = view.rows_of(TEXTS), alone.rows_of(TEXTS)
+    for row, alone_row in zip(rows, alone_rows):
+        assert torch.equal(view.states(row), alone.states(alone_row))
+    hidden, mask = view.batch(rows)
+    expected, expected_mask = alone.batch(alone_rows)
+    assert torch.equal(hidden, expected) and torch.equal(mask, expected_mask)
+    # a layer the wide cache does not hold, or a one-layer cache, is not a view
+    with pytest.raises(ValueError, match=r"layers \[3\] are not in this cache, which holds \[2, 1, 0\]"):
+        wide.with_layers([2, 3])
+    last = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "last")
+    with pytest.raises(ValueError, match="needs a layer-mix cache"):
+        last.with_layers([2])
+    # a mix without the top layer has another backbone fingerprint: built anew, not read from the wide cache
+    lower = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "shared", layer=(1, 0))
+    assert lower.path != wide.path

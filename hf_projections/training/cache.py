@@ -141,22 +141,33 @@ def _checked_layer(model, layer) -> int | tuple[int, ...] | None:
 def find_covering_cache(root: Path, description: dict, texts: Sequence[str]) -> FeatureCache | None:
     """A cache under ``root`` made the same way as ``description`` (same backbone weights, tokenizer, settings,
     layer and dtype) that holds every one of ``texts`` among others, or None: a sweep over a sample of a corpus
-    reads the states of a cache built for more of it (each text's states do not depend on the other texts)."""
-    same = {k: v for k, v in description.items() if k not in ("texts", "n_texts")}
+    reads the states of a cache built for more of it (each text's states do not depend on the other texts).
+
+    For a layer-mix cache, one holding more layers also covers (read through :meth:`FeatureCache.with_layers`): its
+    backbone fingerprint is the same when both include the highest layer wanted, which the full key compares."""
+    wanted_layers = description["layer"] if isinstance(description["layer"], list) else None
+    ignored = ("texts", "n_texts", "layer")
+    same = {k: v for k, v in description.items() if k not in ignored}
     for meta_path in sorted(root.glob("*/meta.json")):
         try:
             meta = json.loads(meta_path.read_text(encoding="utf-8"))
             other = meta["description"]
         except (OSError, ValueError, KeyError):
             continue
-        if {k: v for k, v in other.items() if k not in ("texts", "n_texts")} != same or other["n_texts"] <= len(texts):
+        if {k: v for k, v in other.items() if k not in ignored} != same:
+            continue
+        if other.get("layer") == description["layer"]:
+            if other["n_texts"] <= len(texts):  # same layers and texts would have been the exact key
+                continue
+        elif not (wanted_layers and isinstance(other.get("layer"), list) and set(wanted_layers) <= set(other["layer"])
+                  and other["n_texts"] >= len(texts)):
             continue
         cache = FeatureCache(meta_path.parent)
         try:
             cache.rows_of(texts)
         except KeyError:
             continue
-        return cache
+        return cache if other["layer"] == description["layer"] else cache.with_layers(wanted_layers)
     return None
 
 

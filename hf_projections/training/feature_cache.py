@@ -6,6 +6,7 @@ named and never memory-mapped.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Sequence
@@ -74,6 +75,31 @@ class FeatureCache:
             else np.zeros((0, self.hidden_size), dtype=np_dtype)
         )
         self._states = torch.from_numpy(mapped)  # (n_tokens, hidden_size), texts one after another
+        self._layer_positions: list[int] | None = None  # a layer view's stored layers, see with_layers
+
+    def with_layers(self, layers: Sequence[int]) -> FeatureCache:
+        """A view of this layer-mix cache that reads only ``layers`` (block counts it holds, in the order given):
+        `(tokens, len(layers) * hidden)` per text, columns picked as rows are read (nothing is copied up front).
+        A cache of the last 3 layers thus serves a head that mixes the last 2."""
+        if not isinstance(self.layer, tuple):
+            raise ValueError(f"with_layers needs a layer-mix cache (several layers side by side); this one holds {self.layer}")
+        stored = list(self.layer)
+        missing = [layer for layer in layers if layer not in stored]
+        if not layers or missing:
+            raise ValueError(f"with_layers: layers {list(missing or layers)} are not in this cache, which holds {stored}")
+        per_layer = self.hidden_size // len(stored)
+        view = copy.copy(self)
+        view.layer = tuple(int(layer) for layer in layers)
+        view.hidden_size = per_layer * len(view.layer)
+        view._layer_positions = [stored.index(layer) for layer in view.layer]
+        return view
+
+    def _read(self, start: int, length: int) -> torch.Tensor:
+        """Stored rows ``start:start+length`` `(length, hidden_size)` in the storage dtype, a layer view's columns only."""
+        block = self._states[start : start + length]
+        if self._layer_positions is None:
+            return block
+        return block.view(length, -1, self.hidden_size // len(self._layer_positions))[:, self._layer_positions].reshape(length, -1)
 
     def _check_states_file(self, expected: int, n_tokens: int) -> None:
         """Raise a ``ValueError`` naming this cache when ``states.bin`` is missing or not ``expected`` bytes long
@@ -95,7 +121,8 @@ class FeatureCache:
     def __repr__(self) -> str:
         return (
             f"FeatureCache(path={str(self.path)!r}, texts={len(self)}, tokens={int(self.lengths.sum())}, "
-            f"hidden_size={self.hidden_size}, layer={self.meta['description']['layer']}, is_query={self.is_query})"
+            f"hidden_size={self.hidden_size}, layer={self.meta['description']['layer']}, is_query={self.is_query}"
+            + (f", reading layers {list(self.layer)}" if self._layer_positions is not None else "") + ")"
         )
 
     def rows_of(self, texts: Sequence[str]) -> list[int]:
@@ -112,8 +139,7 @@ class FeatureCache:
 
     def states(self, row: int) -> torch.Tensor:
         """`(tokens_row, hidden_size)` float32 states of one text."""
-        start, length = int(self.starts[row]), int(self.lengths[row])
-        return self._states[start : start + length].float()
+        return self._read(int(self.starts[row]), int(self.lengths[row])).float()
 
     def batch(self, rows: Sequence[int] | torch.Tensor, dtype: torch.dtype = torch.float32):
         """Padded states of several texts.
@@ -130,5 +156,5 @@ class FeatureCache:
         # A text's states are one contiguous slice: copying slices (casting on the way) is several times
         # faster than gathering every token row with one big index.
         for position, (start, length) in enumerate(zip(self.starts[rows].tolist(), lengths.tolist())):
-            hidden[position, :length] = self._states[start : start + length]
+            hidden[position, :length] = self._read(start, length)
         return hidden, mask
