@@ -27,3 +27,32 @@ def test_data_scale_runs_every_size_and_reports_paired_deltas(tiny_backbone, tmp
     assert len(list((output / "cache").glob("*/meta.json"))) == 2  # largest first: the others read its caches
     again = data_scale.main(["--output", str(output), "--report-only"])
     assert again == summary
+
+
+def test_layer_mix_benchmark_pairs_each_mix_with_the_last_layer(tiny_backbone, tmp_path, mixed_data_root):
+    import benchmarks.layer_mix as layer_mix
+
+    output = tmp_path / "mix"
+    tiny = dict(backbone=tiny_backbone, seeds=(0, 1), train_data=("cats", "genes"), eval_data=("tinyset",), steps=2,
+                batch_size=4, dim=8, document_max_length=16, max_pairs=None)
+    summary = layer_mix.main(["--output", str(output), "--baseline", str(tmp_path / "none"),
+                              "--presets", "layers2-concat,layers3-scalar"], **tiny)
+    assert list(summary) == ["last", "layers2-concat", "layers3-scalar"]
+
+    def ndcg(folder):
+        records = [json.loads(line) for line in (output / folder / "runs.jsonl").read_text().splitlines()]
+        return {(r["head"], r["seed"]): r["eval"]["tinyset"]["metrics"]["ndcg@10"] for r in records}
+
+    last, mix = ndcg("last"), ndcg("layers2-concat")
+    entry = summary["layers2-concat"]["ffn2-x2-res"]
+    assert entry["delta_vs_last_layer"][0] == pytest.approx(
+        sum(mix[("ffn2-x2-res", s)] - last[("ffn2-x2-res", s)] for s in (0, 1)) / 2)
+    assert entry["delta_vs_linear"][0] == pytest.approx(
+        sum(mix[("ffn2-x2-res", s)] - mix[("linear", s)] for s in (0, 1)) / 2)
+    assert summary["last"]["linear"]["delta_vs_last_layer"][0] == 0.0
+    # one backbone pass for the mixes: the 3-layer cache (run first) serves the 2-layer one; plus the last layer's
+    layer_caches = [json.loads(p.read_text())["description"]["layer"] for p in (output / "cache").glob("*/meta.json")]
+    assert sorted(map(str, layer_caches)) == sorted(map(str, ["last", "last", [2, 1, 0], [2, 1, 0]]))
+    assert (output / "delta.png").stat().st_size > 0 and "layers3-scalar" in (output / "table.md").read_text()
+    assert layer_mix.main(["--output", str(output), "--baseline", str(tmp_path / "none"), "--report-only",
+                           "--presets", "layers2-concat,layers3-scalar"]) == summary
