@@ -281,9 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     index = sub.add_parser("index", help="encode a corpus with a model into an index (resumable: run it again to go on)")
     index.add_argument("--model", required=True, help="a folder saved by hf-projections (or a Hub id)")
     index.add_argument("--data", required=True, help="a data set name (its corpus) or a corpus.jsonl(.gz) file")
-    index.add_argument("--backend", choices=("exact", "qdrant", "muvera"), default="exact",
+    index.add_argument("--backend", choices=("exact", "qdrant", "muvera", "voyager"), default="exact",
                        help="exact: safetensors shards, exact MaxSim; qdrant: a Qdrant collection (embedded by default); "
-                       "muvera: Qdrant with MUVERA candidates re-ranked by MaxSim")
+                       "muvera: Qdrant with MUVERA candidates re-ranked by MaxSim; voyager: exact's shards plus a "
+                       "token-HNSW graph for candidates, re-ranked by MaxSim")
     index.add_argument("--path", required=True, help="the index folder")
     index.add_argument("--engine", choices=("edge", "local"),
                        help="qdrant/muvera embedded engine: edge (Qdrant Edge, in-process Rust; the default) or local "
@@ -301,7 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
     search.set_defaults(func=cmd_search)
 
     sweep = sub.add_parser("sweep", help="train and evaluate a grid of heads x seeds under one budget")
-    sweep.add_argument("--preset", default="quick", help="quick | paper | matryoshka | data-8k | data-32k | data-120k | gpu-paper")
+    sweep.add_argument("--preset", default="quick",
+                       help="quick | paper | matryoshka | data-8k | data-32k | data-120k | layers2-scalar | "
+                       "layers2-concat | layers3-scalar | layers3-concat | gpu-paper")
     sweep.add_argument("--output", default="runs/sweep")
     sweep.add_argument("--cache-dir", help="backbone feature cache (default: OUTPUT/cache); shareable between sweeps")
     sweep.add_argument("--backbone")

@@ -26,6 +26,7 @@ BACKENDS = [
     pytest.param(("qdrant", "local"), id="qdrant-local", marks=_needs("qdrant_client")),
     pytest.param(("muvera", "edge"), id="muvera-edge", marks=_needs("qdrant_client", "qdrant_edge", "fastembed")),
     pytest.param(("muvera", "local"), id="muvera-local", marks=_needs("qdrant_client", "fastembed")),
+    pytest.param(("voyager", None), id="voyager", marks=_needs("voyager")),
 ]
 
 
@@ -129,7 +130,7 @@ def test_missing_or_damaged_indexes_raise_naming_them(colbert, tmp_path):
     (folder / "index.json").write_text(json.dumps({"format": "hf_projections.index", "backend": "exact"}))
     with pytest.raises(ValueError, match="fields .* are missing"):
         open_index(folder)
-    with pytest.raises(ValueError, match="backend must be one of exact, qdrant, muvera"):
+    with pytest.raises(ValueError, match="backend must be one of exact, qdrant, muvera, voyager"):
         build_index(colbert, CORPUS, tmp_path / "other", backend="faiss")
 
 
@@ -207,3 +208,26 @@ def test_muvera_candidates_bound_what_maxsim_reranks(colbert, tmp_path):
     dense = DenseEmbeddingModel.from_backbone(colbert.config.backbone_name, projection="linear", dim=8)
     with pytest.raises(ValueError, match="needs a multi-vector"):
         build_index(dense, CORPUS, tmp_path / "dense-muvera", backend="muvera")
+
+
+@_needs("voyager")
+def test_a_voyager_graph_that_is_missing_stale_or_damaged_is_named(colbert, tmp_path):
+    folder = tmp_path / "index"
+    build_index(colbert, CORPUS, folder, backend="voyager", chunk_size=4, model_name="m").close()
+    with pytest.raises(ValueError, match="needs a multi-vector"):
+        build_index(DenseEmbeddingModel.from_backbone(colbert.config.backbone_name, dim=8), CORPUS, tmp_path / "d",
+                    backend="voyager")
+    assert not (tmp_path / "d").exists()
+    graph = folder / "hnsw.voy"
+    graph.write_bytes(b"not a graph")
+    with pytest.raises(ValueError, match="hnsw.voy is damaged"):
+        search_texts(colbert, open_index(folder), QUERIES, k=3)
+    graph.unlink()
+    with pytest.raises(ValueError, match="missing or older than the shards; run the same `hf-projections index`"):
+        search_texts(colbert, open_index(folder), QUERIES, k=3)
+    # the same build command again finishes it: the graph is rebuilt, nothing is encoded again
+    resumed = _DiesAfter(colbert, calls=0)
+    index = build_index(resumed, CORPUS, folder, backend="voyager", chunk_size=4, model_name="m")
+    assert resumed.encoded == [] and search_texts(colbert, index, QUERIES, k=3)[1] == _exact_top(colbert, 3)[1]
+    with pytest.raises(ValueError, match="k_tokens must be a positive int"):
+        search_texts(colbert, index, QUERIES, k=3, k_tokens=0)

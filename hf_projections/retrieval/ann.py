@@ -8,12 +8,14 @@ PLAID / ColBERT v1 candidate step); they are then scored exactly with MaxSim.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from hf_projections.atomic import atomic_write
 from hf_projections.checks import positive_int
 from hf_projections.retrieval.search import maxsim_rerank, torch_threads
 from hf_projections.retrieval.store import EncodedCorpus
@@ -60,6 +62,29 @@ class TokenHNSWIndex:
         for start in tqdm(range(0, total, batch_size), disable=not show_progress_bar, desc="Building HNSW"):
             vectors = corpus.embeddings[start : start + batch_size].float().numpy()
             self.index.add_items(vectors, ids=list(range(start, start + vectors.shape[0])), num_threads=num_threads)
+
+    @classmethod
+    def load(cls, corpus: EncodedCorpus, path: str | os.PathLike, num_threads: int = -1) -> TokenHNSWIndex:
+        """The graph :meth:`save` wrote for this ``corpus`` (same packed token order); a damaged file or one built
+        for another corpus raises a ``ValueError`` naming ``path``."""
+        import voyager
+
+        try:
+            index = voyager.Index.load(os.fspath(path))
+        except Exception as error:  # voyager raises RuntimeError/ValueError with its own text
+            raise ValueError(f"HNSW graph {path} is damaged ({error}); delete it and run the build again") from error
+        tokens = int(corpus.embeddings.shape[0])
+        if index.num_elements != tokens or index.num_dimensions != corpus.dim:
+            raise ValueError(f"HNSW graph {path} holds {index.num_elements} vectors of width {index.num_dimensions}, "
+                             f"but the corpus has {tokens} token vectors of width {corpus.dim}; run the build again")
+        hnsw = cls.__new__(cls)
+        hnsw.corpus, hnsw.num_threads, hnsw.index = corpus, num_threads, index
+        hnsw.token_to_doc = torch.repeat_interleave(torch.arange(len(corpus)), corpus.lengths).numpy()
+        return hnsw
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the graph (with its float32 vectors) to ``path`` atomically."""
+        atomic_write(path, lambda temp: self.index.save(temp))
 
     def __len__(self) -> int:
         return len(self.index)

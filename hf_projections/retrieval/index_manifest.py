@@ -16,7 +16,7 @@ from hf_projections.atomic import atomic_write_json
 
 MANIFEST_NAME = "index.json"
 FORMAT_NAME = "hf_projections.index"
-BACKENDS = ("exact", "qdrant", "muvera")
+BACKENDS = ("exact", "qdrant", "muvera", "voyager")
 
 
 @dataclass
@@ -25,7 +25,8 @@ class IndexManifest:
 
     Attributes:
         backend: ``exact`` (packed token vectors in safetensors shards, exact MaxSim), ``qdrant`` (a Qdrant collection)
-            or ``muvera`` (a Qdrant collection with MUVERA encodings for candidates, re-ranked by MaxSim).
+            ``muvera`` (a Qdrant collection with MUVERA encodings for candidates, re-ranked by MaxSim) or ``voyager``
+            (``exact``'s shards plus a token-HNSW graph for candidates, re-ranked by MaxSim).
         model: the model folder or Hub id that encoded the documents (queries must be encoded by the same one).
         dim: vector width; ``multi_vector``: token vectors (MaxSim) or one vector per document (dot product).
         n_documents: documents the build was asked to index; ``complete``: whether all of them are in.

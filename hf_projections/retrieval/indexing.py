@@ -24,6 +24,10 @@ def _backend_class(name: str):
         from hf_projections.retrieval.qdrant_index import QdrantIndex
 
         return QdrantIndex
+    if name == "voyager":
+        from hf_projections.retrieval.voyager_index import VoyagerIndex
+
+        return VoyagerIndex
     if name not in BACKEND_CLASSES:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {name!r}")
     return BACKEND_CLASSES[name]
@@ -56,7 +60,8 @@ def build_index(
 
     Args:
         backend: ``exact`` (safetensors shards, exact MaxSim), ``qdrant`` (embedded, or a server with
-            ``options={"url": ...}``) or ``muvera`` (Qdrant with MUVERA candidates re-ranked by MaxSim).
+            ``options={"url": ...}``), ``muvera`` (Qdrant with MUVERA candidates re-ranked by MaxSim) or ``voyager``
+            (exact's shards plus a token-HNSW graph for candidates, re-ranked by MaxSim).
         model_name: what queries must be encoded with (recorded in ``index.json``; default: the model's
             ``name_or_path``).
         chunk_size: documents per build step (one shard / one batch of upserts; the unit a killed build loses).
@@ -66,8 +71,9 @@ def build_index(
     positive_int("chunk_size", chunk_size)
     folder = Path(folder)
     dim, multi_vector = _output_layout(model)
-    if backend == "muvera" and not multi_vector:  # before any file is written
-        raise ValueError("backend 'muvera' encodes token vectors: it needs a multi-vector (ColBERT) model, not a dense one")
+    if backend in ("muvera", "voyager") and not multi_vector:  # before any file is written
+        raise ValueError(f"backend {backend!r} indexes token vectors: it needs a multi-vector (ColBERT) model, not a "
+                         "dense one")
     options = dict(options or {})
     if backend in ("qdrant", "muvera") and not options.get("url"):
         from hf_projections.retrieval.qdrant_index import DEFAULT_ENGINE
@@ -113,7 +119,7 @@ def _add_missing(index, model, corpus: dict[str, str], chunk_size: int, batch_si
 
 def search_texts(model, index, queries: list[str], k: int = 10, batch_size: int = 32, **search_options):
     """Encode ``queries`` with ``model`` and search ``index``: ``(scores (n_q, k), doc ids per query)``;
-    ``search_options`` go to the backend (``candidates`` for ``muvera``)."""
+    ``search_options`` go to the backend (``candidates`` for ``muvera``, ``k_tokens`` for ``voyager``)."""
     positive_int("k", k)
     encoded = model.encode_queries(queries, batch_size=batch_size, show_progress_bar=False)
     return index.search(encoded, k=k, **search_options)
