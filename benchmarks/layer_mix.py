@@ -1,13 +1,15 @@
 """What layer-mix input adds (head mode): the head reading the last 2 or 3 MiniLM layers (scalar mix or side by
 side) against the same head on the last layer, for ``linear`` and ``ffn2-x2-res``, paired by seed.
 
-Runs the ``layers3-*`` then ``layers2-*`` sweep presets (the 32k data-scale budget: squad + nq-qed + arguana-genq,
-one epoch, 3 seeds, SciFact / ArguAna / SQuAD dev) into ``<output>/<preset>/`` with one shared feature cache (the
-3-layer cache also serves the 2-layer mixes, so there is one backbone pass), then reads the last-layer baseline
-(``data-32k``'s ``linear`` and ``ffn2-x2-res`` runs: ``--baseline``, run into ``<output>/last`` when missing) and
-writes ``<output>/layer_mix.json``, ``table.md`` and ``delta.png``.
+Fills one feature cache of the last 3 layers first (``fill_sweep_cache``; with ``--cache-all-pairs`` over all 120,610
+pairs of the mix, so the data-scale sizes can read it too), then runs the ``layers3-*`` and ``layers2-*`` sweep
+presets (the 32k data-scale budget: squad + nq-qed + arguana-genq, one epoch, 3 seeds, SciFact / ArguAna / SQuAD
+dev) into ``<output>/<preset>/`` and the last-layer baseline (``data-32k``'s ``linear`` and ``ffn2-x2-res``) into
+``<output>/last``, all from that cache: one backbone pass, and the baseline reads the very states the mixes read
+(its last layer). ``--baseline DIR`` uses a finished last-layer sweep folder instead. Writes
+``<output>/layer_mix.json``, ``table.md`` and ``delta.png``.
 
-    python benchmarks/layer_mix.py --output benchmarks/results/layer-mix
+    python benchmarks/layer_mix.py --output benchmarks/results/layer-mix --cache-all-pairs
     python benchmarks/layer_mix.py --output benchmarks/results/layer-mix --report-only   # tables from finished runs
 """
 
@@ -23,7 +25,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 from benchmarks.data_scale import _paired  # noqa: E402
 from hf_projections.atomic import atomic_write, atomic_write_json, atomic_write_text  # noqa: E402
-from hf_projections.sweep import PRESETS, SweepSettings, run_sweep  # noqa: E402
+from hf_projections.sweep import PRESETS, SweepSettings, fill_sweep_cache, run_sweep  # noqa: E402
 from hf_projections.sweep.report import result_rows, summarise  # noqa: E402
 from hf_projections.sweep.runner import read_finished_runs  # noqa: E402
 from hf_projections.training import default_backbone  # noqa: E402
@@ -31,16 +33,18 @@ from hf_projections.training import default_backbone  # noqa: E402
 LAYER_PRESETS = ("layers3-scalar", "layers3-concat", "layers2-scalar", "layers2-concat")  # widest cache first
 HEADS = ("linear", "ffn2-x2-res")
 LAST = "last"
-DEFAULT_BASELINE = Path(__file__).resolve().parent / "results" / "data-scale" / "data-32k"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--output", type=Path, default=Path("runs/layer-mix"))
-    parser.add_argument("--baseline", type=Path, default=DEFAULT_BASELINE,
-                        help="sweep folder of the last-layer runs (data-32k with linear and ffn2-x2-res)")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a finished sweep folder of the last-layer runs (data-32k with linear and ffn2-x2-res); "
+                             "default: run them into OUTPUT/last from the shared cache")
     parser.add_argument("--presets", default=",".join(LAYER_PRESETS), help="comma-separated layer-mix presets")
     parser.add_argument("--cache-dir", type=Path, default=None, help="shared feature cache (default: OUTPUT/cache)")
+    parser.add_argument("--cache-all-pairs", action="store_true",
+                        help="fill the shared cache over every pair of the mix (not only the 32k sample)")
     parser.add_argument("--report-only", action="store_true", help="only summarise the runs already finished")
     return parser.parse_args(argv)
 
@@ -129,16 +133,18 @@ def main(argv=None, **changes) -> dict:
     unknown = [n for n in names if n not in LAYER_PRESETS]
     if unknown:
         raise SystemExit(f"unknown layer-mix presets {unknown}; known: {list(LAYER_PRESETS)}")
-    baseline = args.baseline if (args.baseline / "runs.jsonl").exists() else args.output / LAST
+    baseline = args.baseline if args.baseline is not None else args.output / LAST
     folders = {LAST: baseline, **{name: args.output / name for name in names}}
     if not args.report_only:
         backbone = changes.pop("backbone", None) or default_backbone()
         cache_dir = args.cache_dir or args.output / "cache"
-        if baseline == args.output / LAST:
-            run_sweep(PRESETS["data-32k"].replace(backbone=backbone, heads=HEADS, **changes), baseline,
-                      cache_dir=cache_dir)
+        widest = PRESETS[LAYER_PRESETS[0]].replace(backbone=backbone, **changes)
+        fill_sweep_cache(widest.replace(max_pairs=None) if args.cache_all_pairs else widest, cache_dir)
         for name in sorted(names, key=LAYER_PRESETS.index):
             run_sweep(PRESETS[name].replace(backbone=backbone, **changes), folders[name], cache_dir=cache_dir)
+        if args.baseline is None:
+            run_sweep(PRESETS["data-32k"].replace(backbone=backbone, heads=HEADS, **changes), baseline,
+                      cache_dir=cache_dir)
     summary = summarise_layer_mix(folders)
     atomic_write_json(args.output / "layer_mix.json", {"baseline": str(baseline), "inputs": summary})
     text = table(summary)

@@ -211,3 +211,24 @@ def test_a_cache_of_more_layers_serves_a_mix_of_fewer(tiny_backbone, tmp_path):
     # a mix without the top layer has another backbone fingerprint: built anew, not read from the wide cache
     lower = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "shared", layer=(1, 0))
     assert lower.path != wide.path
+
+
+def test_a_cache_with_the_last_layer_serves_a_one_layer_head(tiny_backbone, tmp_path):
+    """A last-layer (layer None) request reads the top layer of a layer-mix cache that holds the last block, so a
+    one-layer baseline trains on the very states its layer-mix runs read; a mix without the last block does not."""
+    from hf_projections.training.cache import build_feature_cache
+    from hf_projections.training.cached_encoding import check_cache_matches_model
+
+    model = ColBERTModel.from_backbone(tiny_backbone, dim=8).eval()
+    depth = model.config.num_layers
+    wide = build_feature_cache(model, [*TEXTS, "one more text here"], is_query=False, cache_dir=tmp_path / "shared",
+                               layer=(depth, depth - 1))
+    view = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "shared")
+    assert view.path == wide.path and view.layer is None and view.hidden_size == model.config.hidden_size
+    check_cache_matches_model(model, view.layer, "a one-layer head")  # accepted as a last-layer cache
+    alone = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "alone")
+    for row, alone_row in zip(view.rows_of(TEXTS), alone.rows_of(TEXTS)):
+        assert torch.equal(view.states(row), alone.states(alone_row))
+    inner = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "inner", layer=(depth - 1, 0))
+    last = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "inner")
+    assert last.path != inner.path and last.layer is None

@@ -174,6 +174,30 @@ def _evaluate_from_cache(model, eval_set: EvalSet, query_cache, doc_cache, dims:
     return results if dims else results[full_dim]
 
 
+def _model_and_caches(settings: SweepSettings, cache_dir: Path):
+    """The sweep's starting model (on its device), evaluation and validation sets, its filled feature caches and the
+    seconds the backbone pass took."""
+    model = build_sweep_model(settings).to(torch.device(settings.torch_device()))
+    pairs, validation_sets = load_pairs(settings)
+    validation_sets = validation_sets or {}
+    eval_sets = {name: EvalSet.load(name, settings.max_eval_queries) for name in settings.eval_data}
+    print(f"[sweep] caching backbone features ({len(pairs['query'])} training pairs, "
+          f"eval: {', '.join([*eval_sets, *validation_sets])}; {settings.backbone_precision} backbone pass)")
+    started = time.perf_counter()
+    caches = cache_features(model, pairs, {**eval_sets, **validation_sets}, settings.mode, cache_dir,
+                            precision=settings.backbone_precision)
+    return model, eval_sets, validation_sets, caches, time.perf_counter() - started
+
+
+def fill_sweep_cache(settings: SweepSettings, cache_dir: str | Path):
+    """Run only the backbone pass of ``settings`` into ``cache_dir`` and return ``(query_cache, doc_cache)``.
+
+    Sweeps over a sample of these pairs (a smaller ``max_pairs``), over fewer of a layer-mix cache's layers, or
+    with a last-layer head when the cache holds the last layer, then read it instead of encoding again."""
+    _, _, _, (_, query_cache, doc_cache), _ = _model_and_caches(settings.resolved(), Path(cache_dir))
+    return query_cache, doc_cache
+
+
 def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | Path | None = None,
               time_limit: float | None = None) -> list[dict]:
     """Train and evaluate every head x seed of ``settings``; write runs, tables, plot and cards to ``output_dir``.
@@ -195,18 +219,8 @@ def run_sweep(settings: SweepSettings, output_dir: str | Path, cache_dir: str | 
     cache_dir = Path(cache_dir) if cache_dir is not None else output / "cache"
 
     started_at = time.perf_counter()
-    device = torch.device(settings.torch_device())
-    model = build_sweep_model(settings).to(device)
+    model, eval_sets, validation_sets, caches, cache_seconds = _model_and_caches(settings, cache_dir)
     backbone_state = {k: v.clone() for k, v in model.backbone.state_dict().items()}
-    pairs, validation_sets = load_pairs(settings)
-    validation_sets = validation_sets or {}
-    eval_sets = {name: EvalSet.load(name, settings.max_eval_queries) for name in settings.eval_data}
-    print(f"[sweep] caching backbone features ({len(pairs['query'])} training pairs, "
-          f"eval: {', '.join([*eval_sets, *validation_sets])}; {settings.backbone_precision} backbone pass)")
-    started = time.perf_counter()
-    caches = cache_features(model, pairs, {**eval_sets, **validation_sets}, settings.mode, cache_dir,
-                            precision=settings.backbone_precision)
-    cache_seconds = time.perf_counter() - started
 
     records = list(finished.values())
     longest = 0.0

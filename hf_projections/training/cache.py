@@ -144,8 +144,12 @@ def find_covering_cache(root: Path, description: dict, texts: Sequence[str]) -> 
     reads the states of a cache built for more of it (each text's states do not depend on the other texts).
 
     For a layer-mix cache, one holding more layers also covers (read through :meth:`FeatureCache.with_layers`): its
-    backbone fingerprint is the same when both include the highest layer wanted, which the full key compares."""
+    backbone fingerprint is the same when both include the highest layer wanted, which the full key compares. A
+    ``last_hidden_state`` request is covered the same way by a layer-mix cache whose highest layer is the last one
+    (:meth:`FeatureCache.top_layer_as_last`; equal fingerprints mean exactly that), so a one-layer baseline reads the
+    states its layer-mix runs read."""
     wanted_layers = description["layer"] if isinstance(description["layer"], list) else None
+    wants_last = description["layer"] == "last"
     ignored = ("texts", "n_texts", "layer")
     same = {k: v for k, v in description.items() if k not in ignored}
     for meta_path in sorted(root.glob("*/meta.json")):
@@ -159,15 +163,17 @@ def find_covering_cache(root: Path, description: dict, texts: Sequence[str]) -> 
         if other.get("layer") == description["layer"]:
             if other["n_texts"] <= len(texts):  # same layers and texts would have been the exact key
                 continue
-        elif not (wanted_layers and isinstance(other.get("layer"), list) and set(wanted_layers) <= set(other["layer"])
-                  and other["n_texts"] >= len(texts)):
+        elif not (isinstance(other.get("layer"), list) and other["n_texts"] >= len(texts)
+                  and (wants_last or (wanted_layers and set(wanted_layers) <= set(other["layer"])))):
             continue
         cache = FeatureCache(meta_path.parent)
         try:
             cache.rows_of(texts)
         except KeyError:
             continue
-        return cache if other["layer"] == description["layer"] else cache.with_layers(wanted_layers)
+        if other["layer"] == description["layer"]:
+            return cache
+        return cache.top_layer_as_last() if wants_last else cache.with_layers(wanted_layers)
     return None
 
 

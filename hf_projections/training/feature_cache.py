@@ -94,6 +94,14 @@ class FeatureCache:
         view._layer_positions = [stored.index(layer) for layer in view.layer]
         return view
 
+    def top_layer_as_last(self) -> FeatureCache:
+        """A view of this layer-mix cache that reads only its highest layer as a ``last_hidden_state`` cache (layer
+        None), for a one-layer head. Only valid when that layer is the backbone's last, which
+        :func:`~hf_projections.training.cache.find_covering_cache` checks through the backbone fingerprint."""
+        view = self.with_layers([max(self.layer)] if isinstance(self.layer, tuple) else [])
+        view.layer = None
+        return view
+
     def _read(self, start: int, length: int) -> torch.Tensor:
         """Stored rows ``start:start+length`` `(length, hidden_size)` in the storage dtype, a layer view's columns only."""
         block = self._states[start : start + length]
