@@ -160,29 +160,41 @@ TRAINING_TARGET_SPEEDUP = 2.0  # issue 16: end-to-end training twice as fast on 
 def training_section(section: dict) -> list[str]:
     sizes = section["sizes"]
     lines = ["## Training throughput by mode", ""]
-    precisions = sizes.get("precisions", ["fp32"])
+    # Older sections compared precisions only (rows without a path): each precision was its own path.
+    paths = sizes.get("paths") or sizes.get("precisions", ["fp32"])
+    first = paths[0]
     lines += [f"Backbone `{Path(section['backbone']).name}`, head `{sizes['projection']}`, "
               f"{section['data']['pairs']} `{section['data']['train_data']}` pairs, batch {sizes['batch_size']}, "
               f"on CPU ({sizes['torch_threads']} threads), steps {sizes['steps']}, {sizes['rounds']} interleaved "
               "round(s), medians. Cached modes: samples/s of the training loop; `incl. cache` adds the one-time "
-              "backbone pass that fills the feature cache. `fp32` is the training path as it was; `bf16` autocasts the "
+              "backbone pass that fills the feature cache. `fp32` is the training path as it was (the backbone's own "
+              "dropout in the layers that train; the Trainer's fused AdamW for `full`, the cached loop's plain AdamW); "
+              "`+no-dropout` trains with `backbone_dropout=0` and the fused AdamW everywhere; `bf16` autocasts the "
               "training passes (fp32 master weights) and the cache-filling backbone pass"
               + (f" (this CPU runs bf16 natively, AMX: {section['native_bf16']})" if "native_bf16" in section else "")
-              + f"; `vs {precisions[0]}` compares a mode with itself in {precisions[0]}, measured in the same rounds.", ""]
-    rows = [[f"`{row['mode']}`", row.get("precision", "fp32"), str(row["steps"]), f"{row['trainable_params']:,}",
-             f"{row['samples_per_second']:.1f}", f"{row['speedup_vs_full']:.1f}x",
-             f"**{row.get('speedup_vs_first_precision', 1.0):.2f}x**", f"{row['cache_build_s']:.1f}",
-             f"{row['samples_per_second_incl_cache']:.1f}"]
+              + f"; `vs {first}` compares a mode with itself on the `{first}` path, measured in the same rounds.", ""]
+
+    def path_of(row):
+        return row.get("path", row.get("precision", "fp32"))
+
+    def speedup(row):
+        return row.get("speedup_vs_first_path", row.get("speedup_vs_first_precision", 1.0))
+
+    rows = [[f"`{row['mode']}`", path_of(row), str(row["steps"]), f"{row['trainable_params']:,}",
+             f"{row['samples_per_second']:.1f}", f"{row['speedup_vs_full']:.1f}x", f"**{speedup(row):.2f}x**",
+             f"{row['cache_build_s']:.1f}", f"{row['samples_per_second_incl_cache']:.1f}"]
             for row in section["rows"]]
-    lines += _table(["mode", "precision", "steps", "trainable params", "samples/s", "vs full", f"vs {precisions[0]}",
+    lines += _table(["mode", "path", "steps", "trainable params", "samples/s", "vs full", f"vs {first}",
                      "cache build s", "samples/s incl. cache"], rows)
-    end_to_end = {row["mode"]: row["speedup_vs_first_precision"] for row in section["rows"]
-                  if row["mode"] != "head" and row.get("precision", "fp32") != precisions[0]}
-    if end_to_end:
-        passed = all(speedup >= TRAINING_TARGET_SPEEDUP for speedup in end_to_end.values())
-        lines += ["", f"**Target: `full` and top-K training >= {TRAINING_TARGET_SPEEDUP:g}x the {precisions[0]} path: "
-                  f"{'PASS' if passed else 'FAIL'}** ("
-                  + ", ".join(f"`{mode}` {speedup:.2f}x" for mode, speedup in end_to_end.items()) + ")."]
+    best: dict[str, tuple[float, str]] = {}
+    for row in section["rows"]:
+        if row["mode"] != "head" and path_of(row) != first:
+            best[row["mode"]] = max(best.get(row["mode"], (0.0, "")), (speedup(row), path_of(row)))
+    if best:
+        passed = all(value >= TRAINING_TARGET_SPEEDUP for value, _ in best.values())
+        lines += ["", f"**Target: `full` and top-K training >= {TRAINING_TARGET_SPEEDUP:g}x the {first} path: "
+                  f"{'PASS' if passed else 'FAIL'}** (best path per mode: "
+                  + ", ".join(f"`{mode}` {value:.2f}x ({path})" for mode, (value, path) in best.items()) + ")."]
     sweep = section.get("sweep")
     if sweep:
         lines += [""]

@@ -3,11 +3,18 @@
 ``full`` trains everything through ``transformers.Trainer``; ``top-K`` (default ``top-2``) and ``head`` train
 from cached backbone features (one backbone pass first, then no backbone pass per step for ``head``, only the
 last K layers for ``top-K``). All three go through ``hf_projections.training.train`` with the same pairs,
-head and batch size, each in a fresh output and cache folder, and the (mode, precision) candidates take turns in
-rotated order for ``--rounds`` rounds (medians). ``--precisions fp32,bf16`` times every mode in both: fp32 is the
-path as it was; bf16 is autocast for the forward and backward passes of the training loop (fp32 master weights;
-the Trainer's ``bf16=True`` for ``full``, the cached loop's ``precision="bf16"`` otherwise) and for the backbone pass
-that fills the feature cache. On a CPU, bf16 only pays where it has AMX tiles (``native_bf16`` is recorded).
+head and batch size, each in a fresh output and cache folder, and the (mode, path) candidates take turns in
+rotated order for ``--rounds`` rounds (medians).
+
+``--paths`` names the training paths compared (the first is the reference of ``vs`` columns):
+
+- ``fp32``: the path as it was: fp32, the backbone's own dropout (MiniLM 0.1) in the layers that train, and the
+  optimizer each path had (the Trainer's fused AdamW for ``full``, the per-tensor-list AdamW in the cached loop);
+- ``fp32+no-dropout``: ``backbone_dropout=0`` (no masks to draw, attention in one fused kernel) and the fused AdamW
+  everywhere (``optim="adamw_torch_fused"``, now the default);
+- ``bf16`` / ``bf16+no-dropout``: the same with bf16 autocast for the training passes (fp32 master weights) and for
+  the backbone pass that fills the feature cache; on a CPU this only pays with AMX tiles (``native_bf16`` is
+  recorded), so the default paths include them only there.
 
 Reported per mode: training-loop samples/s (the Trainer's ``train_samples_per_second`` for ``full``; the
 cached loop's own count for the others), the one-time feature-cache build, and samples/s with that build
@@ -35,6 +42,19 @@ from benchmarks import common  # noqa: E402
 from hf_projections.training.arguments import default_backbone  # noqa: E402
 
 NAME = "training_throughput"
+# Training paths: precision, backbone dropout during training, optimizer (None: what each path had before).
+PATHS = {
+    "fp32": {"precision": "fp32", "backbone_dropout": None, "optim": None},
+    "fp32+no-dropout": {"precision": "fp32", "backbone_dropout": 0.0, "optim": "adamw_torch_fused"},
+    "bf16": {"precision": "bf16", "backbone_dropout": None, "optim": None},
+    "bf16+no-dropout": {"precision": "bf16", "backbone_dropout": 0.0, "optim": "adamw_torch_fused"},
+}
+
+
+def optimizer_before(mode: str) -> str:
+    """The AdamW each path used before ``optim`` existed: the Trainer's default (fused) for ``full``, the cached loop's
+    plain ``torch.optim.AdamW`` (per-tensor lists) otherwise."""
+    return "adamw_torch_fused" if mode == "full" else "adamw_torch"
 
 
 def parse_args(argv=None):
@@ -48,30 +68,41 @@ def parse_args(argv=None):
     parser.add_argument("--top-steps", type=int, default=12)
     parser.add_argument("--head-steps", type=int, default=64)
     parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--precisions", default="fp32,bf16", help="comma-separated: fp32 (the old path), bf16")
+    parser.add_argument("--paths", default=None, help=f"comma-separated from {', '.join(PATHS)} (the first is the "
+                        "reference; default: fp32,fp32+no-dropout, and the bf16 paths on hardware that runs bf16)")
     parser.add_argument("--sweep-dir", type=Path, default=None, help="a sweep output folder to summarise")
     args = parser.parse_args(argv)
     if args.quick:
         args.pairs, args.batch_size, args.rounds = 16, 4, 1
         args.full_steps, args.top_steps, args.head_steps = 2, 2, 4
-    args.precisions = [p.strip() for p in str(args.precisions).split(",") if p.strip()]
-    if not args.precisions or set(args.precisions) - {"fp32", "bf16"}:
-        parser.error(f"--precisions takes fp32 and/or bf16, got {args.precisions}")
+    if args.paths is not None:
+        args.paths = [p.strip() for p in str(args.paths).split(",") if p.strip()]
+        if not args.paths or set(args.paths) - set(PATHS):
+            parser.error(f"--paths takes names from {', '.join(PATHS)}, got {args.paths}")
     return args
 
 
-def train_once(args, backbone: str, rows, mode: str, steps: int, workdir: Path, precision: str = "fp32") -> dict:
-    """One ``train(...)`` call in a fresh output/cache folder; returns its ``train_summary.json``."""
+def default_paths() -> list[str]:
+    from hf_projections.training.backbone_precision import native_bf16
+
+    return [name for name, path in PATHS.items() if path["precision"] == "fp32" or native_bf16("cpu")]
+
+
+def train_once(args, backbone: str, rows, mode: str, steps: int, workdir: Path, path: str = "fp32") -> dict:
+    """One ``train(...)`` call in a fresh output/cache folder along training path ``path``; returns its
+    ``train_summary.json``."""
     from hf_projections.training import ProjectionTrainingArguments, train
 
-    output = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{mode}-{precision}-"))
+    output = Path(tempfile.mkdtemp(dir=workdir, prefix=f"{mode}-{path}-"))
     cached = mode != "full"
     extra = {"query_max_length": 8, "document_max_length": 32} if args.quick else {}
+    knobs = PATHS[path]
     train(rows, ProjectionTrainingArguments(
         backbone=backbone, projection=args.projection, mode=mode, max_steps=steps,
         batch_size=args.batch_size, output_dir=str(output / "run"), save_steps=None, logging_steps=max(1, steps),
-        use_cache=cached, cache_dir=str(output / "cache") if cached else None, precision=precision,
-        backbone_precision=precision, show_progress_bar=False, seed=0, **extra,
+        use_cache=cached, cache_dir=str(output / "cache") if cached else None, precision=knobs["precision"],
+        backbone_precision=knobs["precision"], backbone_dropout=knobs["backbone_dropout"],
+        optim=knobs["optim"] or optimizer_before(mode), show_progress_bar=False, seed=0, **extra,
     ))
     return json.loads((output / "run" / "train_summary.json").read_text(encoding="utf-8"))
 
@@ -127,22 +158,26 @@ def run(args) -> dict:
 
     top_mode = f"top-{args.top_k}"
     modes = {"full": args.full_steps, top_mode: args.top_steps, "head": args.head_steps}
-    keys = [(mode, precision) for mode in modes for precision in args.precisions]
+    paths = args.paths or default_paths()
+    keys = [(mode, path) for mode in modes for path in paths]
     summaries: dict[tuple[str, str], list[dict]] = {key: [] for key in keys}
     with tempfile.TemporaryDirectory(prefix="bench-training-") as workdir:
         candidates = {key: (lambda k=key: summaries[k].append(train_once(args, backbone, rows, k[0], modes[k[0]],
-                                                                        Path(workdir), precision=k[1])))
+                                                                        Path(workdir), path=k[1])))
                       for key in keys}
         timings = common.interleaved_timings(candidates, args.rounds, warmup=0)
 
     results = []
-    for (mode, precision), runs in summaries.items():
+    for (mode, path), runs in summaries.items():
         loop_rates = [run["samples_per_second"] for run in runs]
         with_cache = [run["steps"] * args.batch_size / (run["seconds"] + run.get("cache_seconds", 0.0))
                       for run in runs]
         results.append({
             "mode": mode,
-            "precision": precision,
+            "path": path,
+            "precision": PATHS[path]["precision"],
+            "backbone_dropout": PATHS[path]["backbone_dropout"],
+            "optim": PATHS[path]["optim"] or optimizer_before(mode),
             "cached": bool(runs[0]["cached"]),
             "steps": runs[0]["steps"],
             "samples_per_step": args.batch_size,
@@ -152,27 +187,27 @@ def run(args) -> dict:
             "samples_per_second_incl_cache": common.median(with_cache),
             "trainable_params": runs[0]["parameters"].get("trainable") if isinstance(runs[0]["parameters"], dict)
             else runs[0]["parameters"],
-            "train_call_wall_s": common.spread(timings[(mode, precision)]),
+            "train_call_wall_s": common.spread(timings[(mode, path)]),
         })
-    baseline = {row["mode"]: row for row in results if row["precision"] == args.precisions[0]}
+    baseline = {row["mode"]: row for row in results if row["path"] == paths[0]}
     full_rate = baseline["full"]["samples_per_second"]
     for row in results:
         row["speedup_vs_full"] = row["samples_per_second"] / full_rate
-        # the same mode in the first precision listed (fp32: the path as it was), measured in the same rounds
-        row["speedup_vs_first_precision"] = row["samples_per_second"] / baseline[row["mode"]]["samples_per_second"]
-        row["speedup_incl_cache_vs_first_precision"] = (row["samples_per_second_incl_cache"]
-                                                        / baseline[row["mode"]]["samples_per_second_incl_cache"])
+        # the same mode on the first path listed (fp32: the path as it was), measured in the same rounds
+        row["speedup_vs_first_path"] = row["samples_per_second"] / baseline[row["mode"]]["samples_per_second"]
+        row["speedup_incl_cache_vs_first_path"] = (row["samples_per_second_incl_cache"]
+                                                   / baseline[row["mode"]]["samples_per_second_incl_cache"])
     payload = {
         "description": "training samples/s of full (Trainer) vs cached top-K and head modes",
         "backbone": backbone,
         "data": {"train_data": args.train_data, "pairs": len(rows)},
         "sizes": {"batch_size": args.batch_size, "projection": args.projection, "steps": modes,
-                  "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "precisions": args.precisions},
+                  "rounds": args.rounds, "torch_threads": torch.get_num_threads(), "paths": paths},
         "native_bf16": native_bf16("cpu"),
         "quick": args.quick,
         "notes": notes,
         "rows": results,
-        "summary": {f"{row['mode']} {row['precision']}": round(row["speedup_vs_full"], 2) for row in results},
+        "summary": {f"{row['mode']} {row['path']}": round(row["speedup_vs_first_path"], 2) for row in results},
     }
     if args.sweep_dir is not None:
         payload["sweep"] = summarise_sweep(args.sweep_dir)
@@ -182,11 +217,11 @@ def run(args) -> dict:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     result = run(args)
-    print(f"{'mode':<8} {'prec':<5} {'samples/s':>10} {'x full':>7} {'x fp32':>7} {'cache s':>8} "
+    print(f"{'mode':<8} {'path':<16} {'samples/s':>10} {'x full':>7} {'x first':>7} {'cache s':>8} "
           f"{'samples/s incl. cache':>22}")
     for row in result["rows"]:
-        print(f"{row['mode']:<8} {row['precision']:<5} {row['samples_per_second']:>10.1f} {row['speedup_vs_full']:>7.1f} "
-              f"{row['speedup_vs_first_precision']:>7.2f} {row['cache_build_s']:>8.1f} "
+        print(f"{row['mode']:<8} {row['path']:<16} {row['samples_per_second']:>10.1f} {row['speedup_vs_full']:>7.1f} "
+              f"{row['speedup_vs_first_path']:>7.2f} {row['cache_build_s']:>8.1f} "
               f"{row['samples_per_second_incl_cache']:>22.1f}")
     if "sweep" in result:
         print("sweep:", json.dumps(result["sweep"], indent=1))

@@ -190,6 +190,7 @@ def cmd_sweep(args: argparse.Namespace) -> None:
         "batch_size": args.batch_size,
         "head_lr": args.head_lr,
         "backbone_lr": args.backbone_lr,
+        "backbone_dropout": args.backbone_dropout,
         "temperature": args.temperature,
         "max_pairs": args.max_pairs,
         "train_threads": args.train_threads,
@@ -318,6 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--head-lr", type=float, help="the head's learning rate (default: the recipe's)")
     sweep.add_argument("--backbone-lr", "--lr", type=float,
                        help="learning rate of the trained backbone layers (top-K modes; default: the recipe's)")
+    sweep.add_argument("--backbone-dropout", type=float,
+                       help="top-K: dropout of the training backbone layers (0: off; default: the backbone's own)")
     sweep.add_argument("--temperature", type=float)
     sweep.add_argument("--max-pairs", type=int)
     sweep.add_argument("--train-threads", type=int, help="torch threads while training (default: all cores)")

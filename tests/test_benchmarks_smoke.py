@@ -163,15 +163,18 @@ def test_training_throughput_quick_and_sweep_summary(bench, tmp_path, tiny_backb
     (sweep / "runs.jsonl").write_text(json.dumps(record) + "\n" + json.dumps({**record, "head": "ffn2-x2-res"}) + "\n{torn")
     (sweep / "results.json").write_text("{}")
     out = tmp_path / "out"
-    bench("training_throughput").main(quick_args(out, tiny_backbone, data_root, "--sweep-dir", str(sweep)))
+    bench("training_throughput").main(quick_args(out, tiny_backbone, data_root, "--sweep-dir", str(sweep),
+                                                 "--paths", "fp32,fp32+no-dropout,bf16"))
     section = read_section(out, "training_throughput")
-    assert [(row["mode"], row["precision"]) for row in section["rows"]] == [
-        ("full", "fp32"), ("full", "bf16"), ("top-2", "fp32"), ("top-2", "bf16"), ("head", "fp32"), ("head", "bf16")]
+    paths = ("fp32", "fp32+no-dropout", "bf16")
+    assert [(row["mode"], row["path"]) for row in section["rows"]] == [
+        (mode, path) for mode in ("full", "top-2", "head") for path in paths]
     for row in section["rows"]:
         assert {"samples_per_second", "cache_build_s", "samples_per_second_incl_cache", "speedup_vs_full",
-                "speedup_vs_first_precision", "trainable_params", "steps"} <= set(row)
-        if row["precision"] == "fp32":
-            assert row["speedup_vs_first_precision"] == 1.0
+                "speedup_vs_first_path", "trainable_params", "steps", "backbone_dropout", "optim"} <= set(row)
+        if row["path"] == "fp32":
+            assert row["speedup_vs_first_path"] == 1.0 and row["backbone_dropout"] is None
+            assert row["optim"] == ("adamw_torch_fused" if row["mode"] == "full" else "adamw_torch")
         assert row["samples_per_second"] > 0 and row["cached"] == (row["mode"] != "full")
     summary = section["sweep"]
     assert summary["runs"] == 2 and summary["heads"] == ["ffn2-x2-res", "linear"]

@@ -129,6 +129,8 @@ def test_train_rejects_bad_settings(tiny_backbone, tmp_path):
     ({"cache_dtype": "int8"}, "cache_dtype"), ({"negatives_method": "dense"}, "negatives_method"),
     ({"projection": "ffn9"}, "projection"), ({"matryoshka_dims": [0, 8]}, "matryoshka_dims"),
     ({"matryoshka_weights": [1.0]}, "matryoshka_weights"), ({"num_negatives": -1}, "num_negatives"),
+    ({"backbone_dropout": 1.0}, "backbone_dropout"), ({"backbone_dropout": -0.1}, "backbone_dropout"),
+    ({"optim": "sgd"}, "optim"),
 ])
 def test_bad_training_arguments_name_the_field(changes, field):
     with pytest.raises(ValueError, match=field):

@@ -16,6 +16,7 @@ from hf_projections.checks import is_number, non_negative_int, one_of, positive_
 from hf_projections.heads.layer_mix import LAYER_MIXES
 from hf_projections.training.arguments import ProjectionTrainingArguments
 from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS, resolve_backbone_precision
+from hf_projections.training.dropout import check_dropout
 from hf_projections.training.modes import parse_mode
 from hf_projections.training.recipes import recipe_for
 
@@ -58,6 +59,8 @@ class SweepSettings:
             None: the mode's recipe).
         backbone_lr: learning rate of the backbone layers that train in ``top-K`` mode (None: the recipe's); an
             error in ``head`` mode, which trains none.
+        backbone_dropout: dropout of the backbone layers that train (``top-K``), attention included, during training
+            (None: the backbone's own, MiniLM 0.1; 0: off, which is faster, see ``training.dropout``).
         dim / query_max_length / document_max_length: model shape, as ColBERT (positive ints).
         markers: prepend ColBERT's query/document marker tokens (``[unused0]`` / ``[unused1]``; None: the recipe's).
             Their input embeddings were never trained in the (frozen) backbone, so they can blur every token's state.
@@ -105,6 +108,7 @@ class SweepSettings:
     batch_size: int = 32
     head_lr: float | None = None
     backbone_lr: float | None = None
+    backbone_dropout: float | None = None
     temperature: float | None = None
     dim: int = 128
     query_max_length: int = 32
@@ -158,6 +162,7 @@ class SweepSettings:
             matryoshka_weights=list(settings.matryoshka_weights) if settings.matryoshka_weights else None,
             head_lr=settings.head_lr,
             backbone_lr=settings.backbone_lr,
+            backbone_dropout=settings.backbone_dropout,
             temperature=settings.temperature,
             max_steps=settings.steps,
             batch_size=settings.batch_size,
@@ -222,6 +227,7 @@ class SweepSettings:
             raise ValueError("eval_data is empty and validation_queries is 0: the sweep would evaluate nothing")
         one_of("backbone_precision", self.backbone_precision, BACKBONE_PRECISIONS)
         one_of("layer_mix", self.layer_mix, LAYER_MIXES)
+        check_dropout("backbone_dropout", self.backbone_dropout)
         layers = self.projection_layers
         if layers is not None:
             if not _is_sequence(layers) or not layers or not all(_is_int(x) for x in layers) or len(set(layers)) != len(layers):

@@ -24,6 +24,7 @@ from hf_projections.modeling.backbone import supports_layerwise
 from hf_projections.modeling.sources import load_model_config
 from hf_projections.training.arguments import ProjectionTrainingArguments, default_backbone
 from hf_projections.training.batching import SOURCE_COLUMN
+from hf_projections.training.dropout import backbone_dropout
 from hf_projections.training.modes import set_trainable
 from hf_projections.training.nested_losses import loss_for_training
 from hf_projections.training.trainer import TRAINING_LOG_NAME
@@ -197,7 +198,8 @@ def _train_with_trainer(model, rows, args: ProjectionTrainingArguments, loss) ->
         if checkpoint is None:
             logger.warning("no complete checkpoint in %s: training from the start", output_dir)
     started = time.perf_counter()
-    result = trainer.train(resume_from_checkpoint=checkpoint or None)
+    with backbone_dropout(model, args.backbone_dropout):
+        result = trainer.train(resume_from_checkpoint=checkpoint or None)
     seconds = time.perf_counter() - started
     trainer.save_model(str(output_dir))
     model.cpu()

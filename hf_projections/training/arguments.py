@@ -31,6 +31,7 @@ from hf_projections.checks import (
 from hf_projections.heads import resolve_spec
 from hf_projections.heads.layer_mix import LAYER_MIXES
 from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS
+from hf_projections.training.dropout import check_dropout
 from hf_projections.training.modes import parse_mode
 from hf_projections.training.recipes import Recipe, recipe_for
 
@@ -38,6 +39,7 @@ MODEL_TYPES = ("colbert", "dense")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 LOSSES = ("contrastive", "distillation")
 NEGATIVE_METHODS = ("bm25", "model")
+OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # transformers' names: one fused kernel, or per-tensor-list ops
 CACHE_DTYPES = ("float16", "float32")
 POOLINGS = ("mean", "cls")
 # Fields a recipe fills when they are None.
@@ -91,6 +93,11 @@ class ProjectionTrainingArguments:
     weight_decay: float = field(default=0.01, metadata=_help("AdamW weight decay (not on biases and norms)"))
     warmup_ratio: float = field(default=0.1, metadata=_help("fraction of the steps with a linear warm-up"))
     max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping norm (None: no clipping)"))
+    backbone_dropout: float | None = field(default=None, metadata=_help(
+        "dropout of the backbone layers that train (top-K, full), attention included: 0 turns it off (faster: no masks "
+        "to draw, fused attention); None keeps the backbone's own (MiniLM 0.1); saved configs keep the backbone's"))
+    optim: str = field(default="adamw_torch_fused", metadata=_help(
+        "AdamW implementation, as transformers names it: adamw_torch_fused (one kernel per step) or adamw_torch"))
     seed: int = field(default=0, metadata=_help("seed of the head init, the pair sample and the batch order"))
 
     # ------------------------------------------------------------------ loss and data
@@ -136,6 +143,8 @@ class ProjectionTrainingArguments:
         one_of("cache_dtype", self.cache_dtype, CACHE_DTYPES)
         one_of("backbone_precision", self.backbone_precision, BACKBONE_PRECISIONS)
         one_of("pooling", self.pooling, POOLINGS)
+        one_of("optim", self.optim, OPTIMIZERS)
+        check_dropout("backbone_dropout", self.backbone_dropout)
         for name in ("dim", "query_max_length", "document_max_length", "epochs", "batch_size",
                      "gradient_accumulation_steps", "logging_steps"):
             positive_int(name, getattr(self, name))
@@ -262,6 +271,7 @@ class ProjectionTrainingArguments:
             max_steps=self.max_steps if self.max_steps is not None else -1,
             learning_rate=self.backbone_lr if self.backbone_lr is not None else self.head_lr,
             weight_decay=self.weight_decay,
+            optim=self.optim,
             warmup_steps=self.warmup_ratio,  # a float < 1 is a ratio of the total steps
             max_grad_norm=self.max_grad_norm if self.max_grad_norm is not None else 0.0,
             logging_steps=self.logging_steps,

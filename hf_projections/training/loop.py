@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 from transformers.trainer_pt_utils import get_parameter_names
 
+from hf_projections.training.dropout import backbone_dropout
 from hf_projections.training.modes import eval_frozen_modules, head_parameter_ids
 
 
@@ -86,6 +87,18 @@ def build_parameter_groups(
     return groups
 
 
+def adamw_options(optim: str, groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """``torch.optim.AdamW`` keyword arguments for transformers' optimizer name: ``adamw_torch_fused`` is one fused
+    kernel per step where torch has it for the parameters' device (CPU from torch 2.4, CUDA) and the usual
+    per-tensor-list update elsewhere; ``adamw_torch`` is always the latter."""
+    if optim != "adamw_torch_fused":
+        return {}
+    devices = {p.device.type for group in groups for p in group["params"]}
+    floating = all(p.is_floating_point() for group in groups for p in group["params"])
+    cpu_ok = tuple(int(x) for x in torch.__version__.split(".")[:2]) >= (2, 4)
+    return {"fused": True} if floating and devices <= ({"cpu", "cuda"} if cpu_ok else {"cuda"}) else {}
+
+
 # --------------------------------------------------------------------------- the log
 
 
@@ -139,7 +152,8 @@ def run_training_loop(
         (``loss``: the mean of the last logging window; ``learning_rates``: the peak rate per parameter group as
         the optimizer got it, ``{"head": ..., "backbone": ...}``).
     """
-    optimizer = torch.optim.AdamW(build_parameter_groups(model, args.head_lr, args.backbone_lr, args.weight_decay))
+    groups = build_parameter_groups(model, args.head_lr, args.backbone_lr, args.weight_decay)
+    optimizer = torch.optim.AdamW(groups, **adamw_options(getattr(args, "optim", "adamw_torch"), groups))
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(args.warmup_ratio * total_steps), total_steps)
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     accumulation = args.gradient_accumulation_steps
@@ -150,36 +164,37 @@ def run_training_loop(
     eval_frozen_modules(model)
     step, micro, samples, window, last_loss = 0, 0, 0, [], float("nan")
     started = time.perf_counter()
-    try:
-        while step < total_steps:
-            for batch in batches():
-                value = compute_loss(batch)
-                check_finite(value, step + 1)
-                (value / accumulation).backward()
-                window.append(value.item())
-                samples += batch_rows(batch)
-                micro += 1
-                if micro % accumulation:
-                    continue
-                if args.max_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
-                step += 1
-                progress.update(1)
-                if step % args.logging_steps == 0 or step == total_steps:
-                    record = {"step": step, "epoch": samples / n_rows, "loss": sum(window) / len(window),
-                              **learning_rates(optimizer)}
-                    progress.set_postfix(loss=f"{record['loss']:.4f}")
-                    if log_path is not None:
-                        append_jsonl(log_path, record)
-                    last_loss, window = record["loss"], []
-                if step >= total_steps:
-                    break
-    finally:
-        progress.close()
-        model.eval()
+    with backbone_dropout(model, getattr(args, "backbone_dropout", None)):  # the backbone's own again on exit
+        try:
+            while step < total_steps:
+                for batch in batches():
+                    value = compute_loss(batch)
+                    check_finite(value, step + 1)
+                    (value / accumulation).backward()
+                    window.append(value.item())
+                    samples += batch_rows(batch)
+                    micro += 1
+                    if micro % accumulation:
+                        continue
+                    if args.max_grad_norm is not None:
+                        torch.nn.utils.clip_grad_norm_(trainable, args.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    progress.update(1)
+                    if step % args.logging_steps == 0 or step == total_steps:
+                        record = {"step": step, "epoch": samples / n_rows, "loss": sum(window) / len(window),
+                                  **learning_rates(optimizer)}
+                        progress.set_postfix(loss=f"{record['loss']:.4f}")
+                        if log_path is not None:
+                            append_jsonl(log_path, record)
+                        last_loss, window = record["loss"], []
+                    if step >= total_steps:
+                        break
+        finally:
+            progress.close()
+            model.eval()
     seconds = time.perf_counter() - started
     return {
         "steps": step,
