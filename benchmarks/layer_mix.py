@@ -6,7 +6,7 @@ pairs of the mix, so the data-scale sizes can read it too), then runs the ``laye
 presets (the 32k data-scale budget: squad + nq-qed + arguana-genq, one epoch, 3 seeds, SciFact / ArguAna / SQuAD
 dev) into ``<output>/<preset>/`` and the last-layer baseline (``data-32k``'s ``linear`` and ``ffn2-x2-res``) into
 ``<output>/last``, all from that cache: one backbone pass, and the baseline reads the very states the mixes read
-(its last layer). ``--baseline DIR`` uses a finished last-layer sweep folder instead. Writes
+(its last layer), seed by seed. ``--baseline DIR`` uses a finished last-layer sweep folder instead. Writes
 ``<output>/layer_mix.json``, ``table.md`` and ``delta.png``.
 
     python benchmarks/layer_mix.py --output benchmarks/results/layer-mix --cache-all-pairs
@@ -140,11 +140,14 @@ def main(argv=None, **changes) -> dict:
         cache_dir = args.cache_dir or args.output / "cache"
         widest = PRESETS[LAYER_PRESETS[0]].replace(backbone=backbone, **changes)
         fill_sweep_cache(widest.replace(max_pairs=None) if args.cache_all_pairs else widest, cache_dir)
-        for name in sorted(names, key=LAYER_PRESETS.index):
-            run_sweep(PRESETS[name].replace(backbone=backbone, **changes), folders[name], cache_dir=cache_dir)
+        grid = {name: PRESETS[name].replace(backbone=backbone, **changes) for name in names}
         if args.baseline is None:
-            run_sweep(PRESETS["data-32k"].replace(backbone=backbone, heads=HEADS, **changes), baseline,
-                      cache_dir=cache_dir)
+            grid = {LAST: PRESETS["data-32k"].replace(backbone=backbone, heads=HEADS, **changes), **grid}
+        # Seed-major: every input gets a seed before any gets the next, so a stopped measurement is paired as far
+        # as it went (each sweep folder resumes; adding seeds to a folder keeps its budget).
+        for count in range(1, len(widest.seeds) + 1):
+            for name, settings in grid.items():  # the seeds so far: finished runs are skipped
+                run_sweep(settings.replace(seeds=widest.seeds[:count]), folders[name], cache_dir=cache_dir)
     summary = summarise_layer_mix(folders)
     atomic_write_json(args.output / "layer_mix.json", {"baseline": str(baseline), "inputs": summary})
     text = table(summary)
