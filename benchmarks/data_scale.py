@@ -35,6 +35,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--seeds", default=None, help="comma-separated seeds (default: the presets')")
     parser.add_argument("--heads", default=None, help="comma-separated heads (default: the presets'); a later run "
                         "with more heads adds them to the same folders")
+    parser.add_argument("--cache-dir", type=Path, default=None,
+                        help="feature cache (default: OUTPUT/cache); a cache over more pairs or more layers that "
+                             "holds the last one (benchmarks/layer_mix.py --cache-all-pairs) serves every size")
     parser.add_argument("--report-only", action="store_true", help="only summarise the runs already finished")
     return parser.parse_args(argv)
 
@@ -132,7 +135,7 @@ def main(argv=None, **changes) -> dict:
                 settings = settings.replace(seeds=[int(s) for s in args.seeds.split(",")])
             if args.heads:
                 settings = settings.replace(heads=[h.strip() for h in args.heads.split(",") if h.strip()])
-            run_sweep(settings, folders[name], cache_dir=args.output / "cache")
+            run_sweep(settings, folders[name], cache_dir=args.cache_dir or args.output / "cache")
     summary = summarise_scale(folders)
     atomic_write_json(args.output / "data_scale.json", summary)
     text = table(summary)
