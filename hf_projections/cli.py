@@ -325,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--max-pairs", type=int)
     sweep.add_argument("--train-threads", type=int, help="torch threads while training (default: all cores)")
     sweep.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS,
-                       help="the frozen backbone pass that fills the cache (auto: bf16 on a CPU with AMX or a bf16 GPU)")
+                       help="the frozen backbone pass that fills the cache (auto: bf16 on a CPU with AMX or AVX512-BF16, or a bf16 GPU)")
     # The choices are sweep.settings.SWEEP_PRECISIONS, written out: importing the sweep here slows every command.
     sweep.add_argument("--precision", choices=("auto", "fp32", "bf16"),
                        help="training autocast (auto: bf16 on a GPU that has it, fp32 on the CPU; bf16: autocast on the CPU too)")
@@ -363,7 +363,7 @@ def build_parser() -> argparse.ArgumentParser:
     colbertize.add_argument("--batch-size", type=_positive(int), default=32, help="training pairs per step")
     colbertize.add_argument("--seed", type=int, default=0)
     colbertize.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS, default="auto",
-                            help="the frozen backbone pass (auto: bf16 on a CPU with AMX or a bf16 GPU)")
+                            help="the frozen backbone pass (auto: bf16 on a CPU with AMX or AVX512-BF16, or a bf16 GPU)")
     colbertize.add_argument("--overwrite", action="store_true", help="replace a model already in --output")
     colbertize.set_defaults(func=cmd_colbertize)
 

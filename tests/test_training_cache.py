@@ -177,6 +177,25 @@ def test_bf16_backbone_pass_is_close_to_fp32_and_auto_follows_the_hardware(tiny_
         ProjectionTrainingArguments(backbone_precision="fp16")
 
 
+@pytest.mark.parametrize("amx, avx512_bf16, expected", [
+    (True, False, True), (False, True, True), (False, False, False), (None, None, False), ("raise", "raise", False)])
+def test_native_bf16_on_cpu_means_amx_or_avx512_bf16(monkeypatch, amx, avx512_bf16, expected):
+    from hf_projections.training.backbone_precision import native_bf16
+
+    def probe(value):
+        def answer():
+            if value == "raise":
+                raise RuntimeError("cpuinfo unavailable")
+            return value
+        return answer
+    for name, value in (("_is_amx_tile_supported", amx), ("_is_avx512_bf16_supported", avx512_bf16)):
+        if value is None:
+            monkeypatch.delattr(torch.cpu, name, raising=False)  # an older torch without the probe
+        else:
+            monkeypatch.setattr(torch.cpu, name, probe(value), raising=False)
+    assert native_bf16("cpu") is expected
+
+
 def test_killed_build_leaves_no_cache(tiny_backbone, tmp_path, monkeypatch):
     model = make(ColBERTModel, tiny_backbone)
     calls = {"n": 0}

@@ -87,7 +87,7 @@ class SweepSettings:
             full ``dim`` counts even when not listed); None: 1 each.
         precision: ``auto`` (bf16 autocast on a GPU that has it, fp32 on CPU), ``fp32`` or ``bf16``.
         backbone_precision: the frozen backbone pass that fills the feature cache: ``fp32``, ``bf16`` (autocast) or
-            ``auto`` (bf16 where the device runs it natively: a CPU with AMX, a bf16 GPU; else fp32).
+            ``auto`` (bf16 where the device runs it natively: a CPU with AMX or AVX512-BF16, a bf16 GPU; else fp32).
             ``resolved()`` turns ``auto`` into what this machine runs, and that is what ``settings.json`` records.
         projection_layers: the head reads a mix of these backbone layers (e.g. ``(-1, -2, -3)``; None: the last
             layer only), cached side by side once (head mode only).
@@ -308,7 +308,7 @@ PAPER_HEADS = (
 # see hf_projections.training.recipes), filled in by SweepSettings.resolved().
 PRESETS: dict[str, SweepSettings] = {
     # The README's main command, sized for <= 10 minutes on 2 CPU cores: one backbone pass (~14k documents; bf16
-    # where the CPU has AMX or the GPU bf16, 2.7x faster here with NDCG@10 within seed noise of fp32: README),
+    # where the CPU has AMX or AVX512-BF16 or the GPU bf16, 2.1-2.7x faster with NDCG@10 within seed noise of fp32: README),
     # then 4 runs; ArguAna is scored on a seeded sample of 300 of its 1,406 test queries (full corpus).
     "quick": SweepSettings(max_eval_queries=300, backbone_precision="auto"),
     # The paper's ablation grid (depth, width, residual, GLU variants, activation), 3 seeds, on the quick preset's

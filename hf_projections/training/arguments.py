@@ -128,7 +128,7 @@ class ProjectionTrainingArguments:
     cache_dtype: str = field(default="float16", metadata=_help("feature cache storage: float16 or float32"))
     backbone_precision: str = field(default="fp32", metadata=_help(
         "precision of the frozen backbone pass that fills the feature cache: fp32, bf16 (autocast) or auto (bf16 where "
-        "the hardware runs it natively: a CPU with AMX, a bf16 GPU; else fp32)"))
+        "the hardware runs it natively: a CPU with AMX or AVX512-BF16, a bf16 GPU; else fp32)"))
     show_progress_bar: bool = field(default=True, metadata=_help("progress bars"))
 
     def __post_init__(self):

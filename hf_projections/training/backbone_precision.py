@@ -2,8 +2,10 @@
 ``auto`` (bf16 where the hardware runs it natively, else fp32).
 
 On a CPU with AMX tiles (Intel Sapphire Rapids and later) the bf16 pass of MiniLM runs 2.7x faster than fp32, with
-token states at cosine 0.99997 of the fp32 ones; on CPUs without AMX, bf16 is emulated and 1.4-7x *slower*, hence
-``auto``. The precision is part of a cache's key, so bf16 and fp32 states never mix.
+token states at cosine 0.99997 of the fp32 ones; on a CPU with AVX512-BF16 dot-product instructions (measured on an
+AMD EPYC Zen 4) it runs 2.1x faster (bf16 matmuls 3.4x), at cosine 0.99998. On CPUs with neither (AVX2 only), bf16 is
+emulated and up to 7x *slower*, hence ``auto``. The precision is part of a cache's key, so bf16 and fp32 states
+never mix.
 """
 
 from __future__ import annotations
@@ -18,17 +20,22 @@ BACKBONE_PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def native_bf16(device: torch.device | str) -> bool:
-    """True where bf16 matmuls run natively: a GPU that supports bf16, or a CPU with AMX tiles."""
+    """True where bf16 matmuls run natively: a GPU that supports bf16, or a CPU with AMX tiles or AVX512-BF16."""
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        amx = getattr(torch.cpu, "_is_amx_tile_supported", None)  # private in torch 2.x: probe it defensively
-        try:
-            return bool(amx()) if amx is not None else False
-        except RuntimeError:
-            return False
+        return _cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported")
     return False
+
+
+def _cpu_has(probe_name: str) -> bool:
+    """One of torch.cpu's ISA probes (private in torch 2.x, so probed defensively: absent or failing means no)."""
+    probe = getattr(torch.cpu, probe_name, None)
+    try:
+        return bool(probe()) if probe is not None else False
+    except RuntimeError:
+        return False
 
 
 def resolve_backbone_precision(precision: str, device: torch.device | str = "cpu") -> str:

@@ -57,7 +57,7 @@ def check_cache_matches_model(model, layer: int | tuple[int, ...] | None, what: 
 
 def autocast_context(device: torch.device, precision: str):
     """A factory of the forward pass's autocast context: bf16 when ``precision`` asks for it (``bf16``; ``auto``: a GPU
-    with bf16), on a GPU or a CPU (fast where the CPU has AMX tiles), else none (fp32). fp16 needs a loss scaler that
+    with bf16), on a GPU or a CPU (fast with AMX tiles or AVX512-BF16), else none (fp32). fp16 needs a loss scaler that
     this loop does not have, so it trains in fp32."""
     # on a CPU only an explicit bf16 autocasts (``auto`` means fp32 there, as in the Trainer path)
     flags = precision_flags(precision) if device.type == "cuda" else {"bf16": precision == "bf16", "fp16": False}
