@@ -11,6 +11,7 @@ dev) into ``<output>/<preset>/`` and the last-layer baseline (``data-32k``'s ``l
 
     python benchmarks/layer_mix.py --output benchmarks/results/layer-mix --cache-all-pairs
     python benchmarks/layer_mix.py --output benchmarks/results/layer-mix --report-only   # tables from finished runs
+    python benchmarks/layer_mix.py --output runs/layer-mix --backbone-precision auto    # bf16 cache where native
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from hf_projections.sweep import PRESETS, SweepSettings, fill_sweep_cache, run_s
 from hf_projections.sweep.report import result_rows, summarise  # noqa: E402
 from hf_projections.sweep.runner import read_finished_runs  # noqa: E402
 from hf_projections.training import default_backbone  # noqa: E402
+from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS  # noqa: E402
 
 LAYER_PRESETS = ("layers3-scalar", "layers3-concat", "layers2-scalar", "layers2-concat")  # widest cache first
 HEADS = ("linear", "ffn2-x2-res")
@@ -45,6 +47,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None, help="shared feature cache (default: OUTPUT/cache)")
     parser.add_argument("--cache-all-pairs", action="store_true",
                         help="fill the shared cache over every pair of the mix (not only the 32k sample)")
+    parser.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS, default=None,
+                        help="the frozen backbone pass that fills the shared cache (default: the presets', fp32; "
+                             "auto: bf16 where the hardware runs it natively); every input reads the same cache")
     parser.add_argument("--report-only", action="store_true", help="only summarise the runs already finished")
     return parser.parse_args(argv)
 
@@ -137,6 +142,8 @@ def main(argv=None, **changes) -> dict:
     folders = {LAST: baseline, **{name: args.output / name for name in names}}
     if not args.report_only:
         backbone = changes.pop("backbone", None) or default_backbone()
+        if args.backbone_precision is not None:
+            changes["backbone_precision"] = args.backbone_precision
         cache_dir = args.cache_dir or args.output / "cache"
         widest = PRESETS[LAYER_PRESETS[0]].replace(backbone=backbone, **changes)
         fill_sweep_cache(widest.replace(max_pairs=None) if args.cache_all_pairs else widest, cache_dir)

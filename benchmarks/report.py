@@ -15,7 +15,7 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 from benchmarks import common  # noqa: E402
 
-SECTIONS = ("encode_overhead", "layer_mix_cost", "search", "training_throughput", "ann", "ann_curves")
+SECTIONS = ("backbone_precision", "encode_overhead", "layer_mix_cost", "search", "training_throughput", "ann", "ann_curves")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -36,6 +36,26 @@ def _provenance(section: dict) -> list[str]:
         lines.append(f"Busy jobs at start (measured anyway after waiting {notes.get('waited_for_quiet_machine_s')} s): "
                      f"{notes['busy_at_start']}.")
     return lines
+
+
+def backbone_precision_section(section: dict) -> list[str]:
+    sizes, data, summary, rows = section["sizes"], section["data"], section["summary"], section["rows"]
+    isa = ", ".join(f"{name}: {'yes' if found else 'no' if found is not None else '?'}"
+                    for name, found in section["isa"].items())
+    lines = ["## Backbone pass: fp32 vs bf16 on this CPU", ""]
+    lines += [f"CPU features ({isa}); {sizes['torch_threads']} torch threads, {sizes['rounds']} interleaved rounds, "
+              f"medians. Matmul: {sizes['matmul_size']}^3. Encode: backbone `{Path(section['backbone']).name}` forward "
+              f"over {data['documents']} real {data['corpus']} documents at {sizes['tokens']} tokens, bf16 = autocast "
+              "(what the feature cache's bf16 pass runs); cosine of the bf16 token states to fp32 over real tokens.", ""]
+    table_rows = [["matmul", f"{rows['matmul']['float32']['gflops']:.1f} GFLOP/s",
+                   f"{rows['matmul']['bfloat16']['gflops']:.1f} GFLOP/s", f"{summary['matmul_speedup_bf16']:.2f}x"],
+                  ["encode", f"{rows['encode']['fp32']['documents_per_s']:.1f} docs/s",
+                   f"{rows['encode']['bf16']['documents_per_s']:.1f} docs/s", f"{summary['encode_speedup_bf16']:.2f}x"]]
+    lines += _table(["pass", "fp32", "bf16", "bf16 speedup (paired)"], table_rows)
+    lines += ["", f"bf16 token states at cosine {summary['cosine']['mean']:.5f} (min {summary['cosine']['min']:.5f}). "
+                  f"**Target: `auto` picks the faster pass: {summary['status']}** (`auto` = {summary['auto']}, "
+                  f"native bf16: {summary['native_bf16']}; faster here: {summary['faster']})."]
+    return lines + [""] + _provenance(section)
 
 
 def encode_overhead_section(section: dict) -> list[str]:
@@ -256,7 +276,7 @@ def ann_curves_section(section: dict) -> list[str]:
     return lines + _provenance(section)
 
 
-RENDERERS = {"encode_overhead": encode_overhead_section, "layer_mix_cost": layer_mix_cost_section,
+RENDERERS = {"backbone_precision": backbone_precision_section, "encode_overhead": encode_overhead_section, "layer_mix_cost": layer_mix_cost_section,
              "search": search_section,
              "training_throughput": training_section, "ann": ann_section, "ann_curves": ann_curves_section}
 

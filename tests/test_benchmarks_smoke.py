@@ -15,7 +15,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 WORDS = "the a of and in to is cat dog protein cell gene claim study cancer risk drug effect".split()
-HEADINGS = {"encode_overhead": "## Encode overhead of each head vs `linear`",
+HEADINGS = {"backbone_precision": "## Backbone pass: fp32 vs bf16 on this CPU",
+            "encode_overhead": "## Encode overhead of each head vs `linear`",
             "layer_mix_cost": "## Layer-mix input: encode time and cache cost",
             "search": "## Exact MaxSim search vs sentence-transformers",
             "training_throughput": "## Training throughput by mode",
@@ -76,6 +77,19 @@ def read_section(tmp_path, name) -> dict:
     assert section["benchmark"] == name and section["quick"] is True
     assert {"platform", "torch", "usable_cpus"} <= set(section["machine"])
     return section
+
+
+def test_backbone_precision_quick(bench, tmp_path, tiny_backbone, data_root):
+    from hf_projections.training.backbone_precision import resolve_backbone_precision
+
+    bench("backbone_precision").main(quick_args(tmp_path, tiny_backbone, data_root))
+    section = read_section(tmp_path, "backbone_precision")
+    summary = section["summary"]
+    assert summary["auto"] == resolve_backbone_precision("auto", "cpu")
+    assert summary["status"] == ("PASS" if summary["auto"] == summary["faster"] else "FAIL")
+    assert 0.9 < summary["cosine"]["min"] <= summary["cosine"]["mean"] <= 1.0 + 1e-6  # bf16 noise, not garbage
+    for row in (*section["rows"]["matmul"].values(), *section["rows"]["encode"].values()):
+        assert row["seconds"]["n"] == section["sizes"]["rounds"]
 
 
 def test_encode_overhead_quick(bench, tmp_path, tiny_backbone, data_root):

@@ -58,3 +58,17 @@ def test_layer_mix_benchmark_pairs_each_mix_with_the_last_layer(tiny_backbone, t
     # a finished last-layer sweep given as --baseline is read, not rerun
     assert layer_mix.main(["--output", str(output), "--baseline", str(output / "last"), "--report-only",
                            "--presets", "layers2-concat,layers3-scalar"]) == summary
+
+
+def test_layer_mix_benchmark_fills_its_cache_at_the_precision_asked(tiny_backbone, tmp_path, mixed_data_root):
+    import benchmarks.layer_mix as layer_mix
+
+    output = tmp_path / "mix-bf16"
+    tiny = dict(backbone=tiny_backbone, seeds=(0,), train_data=("cats",), eval_data=("tinyset",),
+                steps=1, batch_size=4, dim=8, document_max_length=16, max_pairs=None)
+    layer_mix.main(["--output", str(output), "--presets", "layers2-scalar", "--backbone-precision", "bf16"], **tiny)
+    metas = [json.loads(p.read_text())["description"] for p in (output / "cache").glob("*/meta.json")]
+    assert metas and {meta["backbone_precision"] for meta in metas} == {"bf16"}  # the baseline read the same cache
+    assert json.loads((output / "last" / "settings.json").read_text())["backbone_precision"] == "bf16"
+    with pytest.raises(SystemExit):
+        layer_mix.parse_args(["--backbone-precision", "fp16"])

@@ -3,7 +3,7 @@
 
 On a CPU with AMX tiles (Intel Sapphire Rapids and later) the bf16 pass of MiniLM runs 2.7x faster than fp32, with
 token states at cosine 0.99997 of the fp32 ones; on a CPU with AVX512-BF16 dot-product instructions (measured on an
-AMD EPYC Zen 4) it runs 2.1x faster (bf16 matmuls 3.4x), at cosine 0.99998. On CPUs with neither (AVX2 only), bf16 is
+AMD EPYC Zen 4) it runs 2.2x faster (bf16 matmuls 2.8x; ``benchmarks/backbone_precision.py``), at cosine 0.99997. On CPUs with neither (AVX2 only), bf16 is
 emulated and up to 7x *slower*, hence ``auto``. The precision is part of a cache's key, so bf16 and fp32 states
 never mix.
 """
