@@ -40,15 +40,11 @@ def parse_args(argv=None):
     return args
 
 
-def isa_flags() -> dict[str, bool | None]:
-    """torch.cpu's private ISA probes (None where this torch lacks one)."""
-    import torch
+def isa_flags() -> dict[str, bool]:
+    """torch.cpu's ISA probes, read as ``native_bf16`` reads them (absent or failing: False)."""
+    from hf_projections.training.backbone_precision import cpu_has
 
-    flags = {}
-    for name in ISA_PROBES:
-        probe = getattr(torch.cpu, name, None)
-        flags[name.removeprefix("_is_").removesuffix("_supported")] = bool(probe()) if probe is not None else None
-    return flags
+    return {name.removeprefix("_is_").removesuffix("_supported"): cpu_has(name) for name in ISA_PROBES}
 
 
 def matmul_rows(size: int, rounds: int) -> dict[str, dict]:
@@ -97,7 +93,6 @@ def main(argv=None) -> dict:
     model = ColBERTModel.from_backbone(backbone).eval()
     batch, data = document_batch(model, args.corpus, args.batch_size, args.tokens)
     data["corpus"] = args.corpus
-    batch = {key: value for key, value in batch.items() if key in ("input_ids", "attention_mask", "token_type_ids")}
 
     matmul = matmul_rows(args.matmul_size, args.rounds)
     encode, cosine = encode_rows(model, batch, args.rounds)

@@ -15,7 +15,8 @@ if __package__ in (None, ""):  # run as a script: make the `benchmarks` package 
 
 from benchmarks import common  # noqa: E402
 
-SECTIONS = ("backbone_precision", "encode_overhead", "layer_mix_cost", "search", "training_throughput", "ann", "ann_curves")
+SECTIONS = ("backbone_precision", "encode_overhead", "layer_mix_cost", "search", "training_throughput", "ann",
+            "ann_curves")
 
 
 def _table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -40,8 +41,7 @@ def _provenance(section: dict) -> list[str]:
 
 def backbone_precision_section(section: dict) -> list[str]:
     sizes, data, summary, rows = section["sizes"], section["data"], section["summary"], section["rows"]
-    isa = ", ".join(f"{name}: {'yes' if found else 'no' if found is not None else '?'}"
-                    for name, found in section["isa"].items())
+    isa = ", ".join(f"{name}: {'yes' if found else 'no'}" for name, found in section["isa"].items())
     lines = ["## Backbone pass: fp32 vs bf16 on this CPU", ""]
     lines += [f"CPU features ({isa}); {sizes['torch_threads']} torch threads, {sizes['rounds']} interleaved rounds, "
               f"medians. Matmul: {sizes['matmul_size']}^3. Encode: backbone `{Path(section['backbone']).name}` forward "
@@ -276,8 +276,8 @@ def ann_curves_section(section: dict) -> list[str]:
     return lines + _provenance(section)
 
 
-RENDERERS = {"backbone_precision": backbone_precision_section, "encode_overhead": encode_overhead_section, "layer_mix_cost": layer_mix_cost_section,
-             "search": search_section,
+RENDERERS = {"backbone_precision": backbone_precision_section, "encode_overhead": encode_overhead_section,
+             "layer_mix_cost": layer_mix_cost_section, "search": search_section,
              "training_throughput": training_section, "ann": ann_section, "ann_curves": ann_curves_section}
 
 

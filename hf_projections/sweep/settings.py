@@ -308,7 +308,7 @@ PAPER_HEADS = (
 # see hf_projections.training.recipes), filled in by SweepSettings.resolved().
 PRESETS: dict[str, SweepSettings] = {
     # The README's main command, sized for <= 10 minutes on 2 CPU cores: one backbone pass (~14k documents; bf16
-    # where the CPU has AMX or AVX512-BF16 or the GPU bf16, 2.1-2.7x faster with NDCG@10 within seed noise of fp32: README),
+    # where the CPU has AMX or AVX512-BF16 or the GPU bf16, 2.1-2.7x faster, NDCG@10 within seed noise of fp32: README),
     # then 4 runs; ArguAna is scored on a seeded sample of 300 of its 1,406 test queries (full corpus).
     "quick": SweepSettings(max_eval_queries=300, backbone_precision="auto"),
     # The paper's ablation grid (depth, width, residual, GLU variants, activation), 3 seeds, on the quick preset's

@@ -3,9 +3,9 @@
 
 On a CPU with AMX tiles (Intel Sapphire Rapids and later) the bf16 pass of MiniLM runs 2.7x faster than fp32, with
 token states at cosine 0.99997 of the fp32 ones; on a CPU with AVX512-BF16 dot-product instructions (measured on an
-AMD EPYC Zen 4) it runs 2.2x faster (bf16 matmuls 2.8x; ``benchmarks/backbone_precision.py``), at cosine 0.99997. On CPUs with neither (AVX2 only), bf16 is
-emulated and up to 7x *slower*, hence ``auto``. The precision is part of a cache's key, so bf16 and fp32 states
-never mix.
+AMD EPYC Zen 4) it runs 2.2x faster (bf16 matmuls 2.8x; ``benchmarks/backbone_precision.py``), at cosine 0.99997.
+On CPUs with neither (AVX2 only), bf16 is emulated and up to 7x *slower*, hence ``auto``. The precision is part of a
+cache's key, so bf16 and fp32 states never mix.
 """
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ def native_bf16(device: torch.device | str) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
     if device.type == "cpu":
-        return _cpu_has("_is_amx_tile_supported") or _cpu_has("_is_avx512_bf16_supported")
+        return cpu_has("_is_amx_tile_supported") or cpu_has("_is_avx512_bf16_supported")
     return False
 
 
-def _cpu_has(probe_name: str) -> bool:
+def cpu_has(probe_name: str) -> bool:
     """One of torch.cpu's ISA probes (private in torch 2.x, so probed defensively: absent or failing means no)."""
     probe = getattr(torch.cpu, probe_name, None)
     try:
