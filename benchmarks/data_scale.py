@@ -7,6 +7,8 @@ into ``<output>/<preset>/`` with one shared feature cache (resumable: finished r
 
     python benchmarks/data_scale.py --output benchmarks/results/data-scale
     python benchmarks/data_scale.py --output benchmarks/results/data-scale --report-only   # tables from finished runs
+    python benchmarks/data_scale.py --output runs/data-scale --presets data-8k,data-32k \
+        --cache-dir runs/layer-mix/cache --backbone-precision auto    # read the layer-mix run's bf16 cache
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from hf_projections.sweep.report import result_rows, summarise  # noqa: E402
 from hf_projections.sweep.runner import read_finished_runs  # noqa: E402
 from hf_projections.sweep.settings import DATA_SCALE_PAIRS, DATA_SCALE_SIZES  # noqa: E402
 from hf_projections.training import default_backbone  # noqa: E402
+from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,6 +41,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="feature cache (default: OUTPUT/cache); a cache over more pairs or more layers that "
                              "holds the last one (benchmarks/layer_mix.py --cache-all-pairs) serves every size")
+    parser.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS, default=None,
+                        help="the frozen backbone pass that fills the cache (default: the presets', fp32; auto: bf16 "
+                             "where the hardware runs it natively); must match the cache --cache-dir points at")
     parser.add_argument("--report-only", action="store_true", help="only summarise the runs already finished")
     return parser.parse_args(argv)
 
@@ -128,6 +134,8 @@ def main(argv=None, **changes) -> dict:
     folders = {name: args.output / name for name in names}
     if not args.report_only:
         backbone = changes.pop("backbone", None) or default_backbone()
+        if args.backbone_precision is not None:
+            changes["backbone_precision"] = args.backbone_precision
         # Largest first: the smaller samples' texts are subsets of its cache, so they need no backbone pass.
         for name in sorted(names, key=lambda n: -(DATA_SCALE_SIZES[n] or DATA_SCALE_PAIRS)):
             settings = PRESETS[name].replace(backbone=backbone, **changes)

@@ -72,3 +72,21 @@ def test_layer_mix_benchmark_fills_its_cache_at_the_precision_asked(tiny_backbon
     assert json.loads((output / "last" / "settings.json").read_text())["backbone_precision"] == "bf16"
     with pytest.raises(SystemExit):
         layer_mix.parse_args(["--backbone-precision", "fp16"])
+
+
+def test_data_scale_reads_a_bf16_layer_mix_cache_without_a_backbone_pass(tiny_backbone, tmp_path, mixed_data_root):
+    import benchmarks.data_scale as data_scale
+    import benchmarks.layer_mix as layer_mix
+
+    tiny = dict(backbone=tiny_backbone, seeds=(0,), train_data=("cats",), eval_data=("tinyset",),
+                steps=1, batch_size=4, dim=8, document_max_length=16)
+    mix = tmp_path / "mix"
+    layer_mix.main(["--output", str(mix), "--presets", "layers2-scalar", "--backbone-precision", "bf16"],
+                   max_pairs=None, **tiny)
+    before = sorted(p.parent.name for p in (mix / "cache").glob("*/meta.json"))
+    output = tmp_path / "scale"
+    data_scale.main(["--output", str(output), "--presets", "data-8k", "--cache-dir", str(mix / "cache"),
+                     "--backbone-precision", "bf16"], heads=("linear",), **tiny)
+    assert sorted(p.parent.name for p in (mix / "cache").glob("*/meta.json")) == before  # read, not refilled
+    assert json.loads((output / "data-8k" / "settings.json").read_text())["backbone_precision"] == "bf16"
+    assert len((output / "data-8k" / "runs.jsonl").read_text().splitlines()) == 1
