@@ -55,3 +55,17 @@ def test_variants_are_compared_on_held_out_training_queries(choose_recipe, tiny_
 def test_unknown_variant_is_refused(choose_recipe, tmp_path):
     with pytest.raises(SystemExit, match="unknown variants"):
         choose_recipe.main(["--output", str(tmp_path), "--variants", "lr=1"])
+
+
+def test_a_layer_mix_variant_is_judged_on_validation_queries_too(choose_recipe, tiny_backbone, tmp_path):
+    output = tmp_path / "choices"
+    name = "recipe, layers -1,-2 concat"
+    choose_recipe.main(
+        ["--output", str(output), "--backbone", tiny_backbone, "--validation-queries", "4", "--variants", name,
+         "--heads", "linear", "--seeds", "0"],
+        train_data="tinypairs", max_pairs=None, steps=2, batch_size=4, dim=8, document_max_length=16,
+    )
+    (record,) = [json.loads(line) for line in (output / choose_recipe.slug(name) / "runs.jsonl").read_text().splitlines()]
+    assert record["params"] == 2 * 32 * 8  # the linear head reads two 32-wide layers side by side
+    assert 0.0 <= json.loads((output / "choices.json").read_text())["variants"][name]["ndcg@10"]["linear"][0] <= 1.0
+    assert "n/a (no non-linear head)" in (output / "choices.md").read_text()
