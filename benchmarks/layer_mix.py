@@ -86,6 +86,12 @@ def summarise_layer_mix(folders: dict[str, Path]) -> dict:
     return summary
 
 
+def _spread(value: float, spread: float, seeds: int, sign: str = "") -> str:
+    """``mean ± std`` x100; one seed has no spread to show, so it reads ``mean (1 seed)``."""
+    text = f"{100 * value:{sign}.2f}"
+    return f"{text} ± {100 * spread:.2f}" if seeds > 1 else f"{text} (1 seed)"
+
+
 def table(summary: dict) -> str:
     datasets = sorted({d for heads in summary.values() for entry in heads.values() for d in entry["datasets"]})
     header = ["input", "head", *datasets, "average", "Δ vs last layer (paired)", "Δ vs linear (paired)", "seeds"]
@@ -95,14 +101,13 @@ def table(summary: dict) -> str:
             if head not in heads:
                 continue
             entry = heads[head]
+            seeds = len(entry["seeds"])
             cells = [name, f"`{head}`"]
-            cells += [f"{100 * entry['datasets'][d][0]:.2f} ± {100 * entry['datasets'][d][1]:.2f}"
-                      if d in entry["datasets"] else "" for d in datasets]
-            mean, std = entry["average"]
-            cells.append(f"{100 * mean:.2f} ± {100 * std:.2f}")
+            cells += [_spread(*entry["datasets"][d][:2], seeds) if d in entry["datasets"] else "" for d in datasets]
+            cells.append(_spread(*entry["average"][:2], seeds))
             for key in ("delta_vs_last_layer", "delta_vs_linear"):
                 delta, spread, pairs = entry[key]
-                cells.append(f"{100 * delta:+.2f} ± {100 * spread:.2f}" if pairs else "n/a")
+                cells.append(_spread(delta, spread, pairs, "+") if pairs else "n/a")
             cells.append(", ".join(map(str, entry["seeds"])))
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
