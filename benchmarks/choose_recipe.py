@@ -46,6 +46,7 @@ VARIANTS: dict[str, dict] = {
     # Layer-mix input (the head reads the last 2 or 3 frozen layers): decides colbertize's default on held-out queries.
     "recipe, layers -1,-2,-3 scalar": {"projection_layers": (-1, -2, -3), "layer_mix": "scalar"},
     "recipe, layers -1,-2,-3 concat": {"projection_layers": (-1, -2, -3), "layer_mix": "concat"},
+    "recipe, layers -1,-2 scalar": {"projection_layers": (-1, -2), "layer_mix": "scalar"},
     "recipe, layers -1,-2 concat": {"projection_layers": (-1, -2), "layer_mix": "concat"},
 }
 
