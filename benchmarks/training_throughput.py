@@ -102,7 +102,9 @@ def train_once(args, backbone: str, rows, mode: str, steps: int, workdir: Path, 
         batch_size=args.batch_size, output_dir=str(output / "run"), save_steps=None, logging_steps=max(1, steps),
         use_cache=cached, cache_dir=str(output / "cache") if cached else None, precision=knobs["precision"],
         backbone_precision=knobs["precision"], backbone_dropout=knobs["backbone_dropout"],
-        optim=knobs["optim"] or optimizer_before(mode), show_progress_bar=False, seed=0, **extra,
+        optim=knobs["optim"] or optimizer_before(mode), show_progress_bar=False, seed=0,
+        projection_layers=[-1],  # the last layer in every mode, as in the committed figures (the head recipe mixes 3)
+        **extra,
     ))
     return json.loads((output / "run" / "train_summary.json").read_text(encoding="utf-8"))
 

@@ -1,9 +1,9 @@
 """``colbertize``: from a dense sentence encoder to a ready late-interaction (ColBERT) model in one call.
 
 The encoder stays frozen; only a projection head is trained on its token states, with the best head-only recipe this
-project measured (``training.recipes.HEAD``: a linear head, temperature 0.25, plain queries, one epoch), from one
-backbone pass that runs in bf16 where the hardware has it (``backbone_precision="auto"``; NDCG@10 within seed noise
-of fp32, README). The result is evaluated and written with its model card::
+project measured (``training.recipes.HEAD``: a linear head on a scalar mix of the last three layers, temperature
+0.25, plain queries, one epoch), from one backbone pass that runs in bf16 where the hardware has it
+(``backbone_precision="auto"``; NDCG@10 within seed noise of fp32, README). The result is evaluated and written with its model card::
 
     result = colbertize("sentence-transformers/all-MiniLM-L6-v2", "arguana-genq", "minilm-colbert")
     result.model.score(["a query"], ["a document"])          # (1, 1) MaxSim
@@ -113,6 +113,7 @@ def _card_training(summary: dict, data) -> dict:
         "datasets": data if isinstance(data, (list, tuple)) else [str(data)],
         "pairs": summary.get("pairs"),
         "mode": "head-only (frozen encoder)",
+        "head_input": _layers_label(arguments.get("projection_layers"), arguments.get("layer_mix")),
         "steps": summary.get("steps"),
         "batch_size": arguments.get("batch_size"),
         "learning_rate": arguments.get("head_lr"),
@@ -122,3 +123,10 @@ def _card_training(summary: dict, data) -> dict:
         "seed": arguments.get("seed"),
         "train_time_s": round(summary.get("wall_seconds", 0.0), 1),
     }
+
+
+def _layers_label(layers, mix) -> str:
+    """``"layers -1, -2, -3 (scalar mix)"``, or ``"the last layer"``."""
+    if not layers or list(layers) == [-1]:
+        return "the last layer"
+    return f"layers {', '.join(map(str, layers))} ({mix} mix)"

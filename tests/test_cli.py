@@ -68,6 +68,18 @@ def test_train_without_flags_uses_the_measured_recipe(tiny_backbone, data, tmp_p
     assert model.config.projection["type"] == "linear"
     assert model.config.query_marker is None and model.config.document_marker is None
     assert model.config.augment_queries is recipe.augment_queries is False
+    # the head reads the recipe's scalar mix of the last three layers (the tiny backbone: its 2 blocks + embeddings)
+    assert model.config.projection_layers == list(recipe.projection_layers) == [-1, -2, -3]
+    assert model.config.layer_mix == recipe.layer_mix == "scalar"
+    assert arguments["projection_layers"] == [-1, -2, -3]
+
+
+def test_train_projection_layers_minus_one_gives_a_last_layer_head(tiny_backbone, data, tmp_path):
+    output = tmp_path / "model"
+    assert main(["train", "--backbone", tiny_backbone, "--data", "tinypairs", "--output", str(output),
+                 "--batch-size", "4", "--max-steps", "2", "--projection-layers=-1", "--no-show-progress-bar"]) == 0
+    model = AutoModel.from_pretrained(output)
+    assert model.config.projection_layers is None and model.layer_mix is None
 
 
 def _trained(output):

@@ -4,6 +4,8 @@ named error where a path gives the head one layer only."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from transformers import AutoModel
@@ -135,7 +137,7 @@ def test_train_gives_a_layer_mix_model_from_the_cache_or_tokens(tiny_backbone, t
     assert not torch.equal(model.layer_mix.weights.detach(), before.layer_mix.weights.detach())  # the mix trained
     assert any((tmp_path / "cache").glob("*/meta.json")) is use_cache
     with pytest.raises(ValueError, match="in mode 'head' only"):
-        ProjectionTrainingArguments(projection_layers=[-1], mode="top-2", use_cache=True)
+        ProjectionTrainingArguments(projection_layers=[-1, -2], mode="top-2", use_cache=True)
 
 
 @pytest.mark.parametrize("mix", ["scalar", "concat"])
@@ -232,3 +234,36 @@ def test_a_cache_with_the_last_layer_serves_a_one_layer_head(tiny_backbone, tmp_
     inner = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "inner", layer=(depth - 1, 0))
     last = build_feature_cache(model, TEXTS, is_query=False, cache_dir=tmp_path / "inner")
     assert last.path != inner.path and last.layer is None
+
+
+def test_the_head_recipe_reads_three_layers_and_other_modes_the_last():
+    from hf_projections.training import ProjectionTrainingArguments, recipe_for
+
+    head = ProjectionTrainingArguments().resolved()
+    assert head.projection_layers == list(recipe_for("head").projection_layers) == [-1, -2, -3]
+    assert head.layer_mix == "scalar" and head.reads_layer_mix() and head.use_cache
+    for args in (ProjectionTrainingArguments(mode="top-2"), ProjectionTrainingArguments(mode="full"),
+                 ProjectionTrainingArguments(model_type="dense"), ProjectionTrainingArguments(projection_layers=[-1])):
+        assert args.resolved().projection_layers == [-1] and not args.resolved().reads_layer_mix()
+    assert ProjectionTrainingArguments(projection_layers=[-1, -2], layer_mix="concat").resolved().layer_mix == "concat"
+    with pytest.raises(ValueError, match="needs model_type='colbert'"):
+        ProjectionTrainingArguments(model_type="dense", projection_layers=[-1, -2])
+    with pytest.raises(ValueError, match="layer_mix"):
+        ProjectionTrainingArguments(layer_mix="sum")
+
+
+def test_training_a_saved_model_further_records_the_head_input_it_keeps(tiny_backbone, tmp_path):
+    import datasets
+
+    from hf_projections.training import ProjectionTrainingArguments, train
+
+    rows = datasets.Dataset.from_dict({"query": [f"{t} question" for t in TEXTS * 4],
+                                       "positive": [f"about {t} number {i}" for i, t in enumerate(TEXTS * 4)]})
+    saved = tmp_path / "saved"
+    ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8).save_pretrained(saved)
+    args = ProjectionTrainingArguments(backbone=str(saved), max_steps=1, batch_size=4, output_dir=str(tmp_path / "out"),
+                                       cache_dir=str(tmp_path / "cache"), show_progress_bar=False)
+    model = train(rows, args)  # the recipe's layer mix is for fresh heads: the saved last-layer head stays one
+    assert model.config.projection_layers is None
+    summary = json.loads((tmp_path / "out" / "train_summary.json").read_text())
+    assert summary["arguments"]["projection_layers"] == [-1]

@@ -59,6 +59,13 @@ def test_colbert_card_metadata_and_sections(colbert, tmp_path):
     assert "| scifact | 0.7123 | 0.9000 |" in text and "| arguana | 0.4000 |  |" in text
 
 
+def test_card_states_a_layer_mix_input(colbert, tiny_backbone, tmp_path):
+    model = ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8, projection_layers=[-1, -2, -3])
+    text = ModelCard.load(write_model_card(model, tmp_path / "mix")).text
+    assert "**Head input:** a softmax-weighted (scalar) mix of backbone layers -1, -2, -3 (4 parameters)" in text
+    assert "**Head input:**" not in ModelCard.load(write_model_card(colbert, tmp_path / "last")).text
+
+
 def test_dense_card_and_defaults(tiny_backbone, tmp_path):
     model = DenseEmbeddingModel.from_backbone(tiny_backbone, projection="linear", dim=8, pooling="cls")
     card = ModelCard.load(write_model_card(model, tmp_path))

@@ -138,6 +138,7 @@ def build_model_card(model, training: dict | None = None, evaluation: dict | Non
         projection_params=_count(head["params"]),
         projection_macs=_count(head["macs_per_token"]),
         projection_spec=json.dumps(head["spec"], indent=2),
+        head_input=_head_input(model),
         dim=cfg.dim,
         matryoshka_dims=cfg.matryoshka_dims,
         query_max_length=cfg.query_max_length,
@@ -201,6 +202,17 @@ def push_to_hub(model, repo_id: str, *, training: dict | None = None, evaluation
 
 
 # --------------------------------------------------------------------------- rendering helpers
+
+
+def _head_input(model) -> str | None:
+    """What the head reads when it is not the last layer alone: ``"a scalar mix of layers -1, -2, -3 (4 parameters)"``."""
+    layers = getattr(model.config, "projection_layers", None)
+    if not layers:
+        return None
+    how = {"scalar": "a softmax-weighted (scalar) mix", "concat": "the concatenation"}.get(model.config.layer_mix,
+                                                                                     model.config.layer_mix)
+    params = sum(p.numel() for p in model.layer_mix.parameters()) if getattr(model, "layer_mix", None) else 0
+    return f"{how} of backbone layers {', '.join(map(str, layers))} ({params} parameters)"
 
 
 def _check_training(training) -> dict:

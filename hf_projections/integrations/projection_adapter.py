@@ -55,7 +55,9 @@ class ProjectionAdapterConfig(PeftConfig):
         projection_layers / layer_mix: layer-mix input (``[-1, -2]``, ``"scalar"`` or ``"concat"``), or None.
         matryoshka_dims, query_max_length, document_max_length, query_marker, document_marker, augment_queries,
         pooling, starbucks_pairs: as in ``ProjectionConfig``; the defaults are the measured head-mode recipe (a
-        ``linear`` head, no marker tokens, no ``[MASK]`` query padding), not ColBERT's.
+        ``linear`` head, no marker tokens, no ``[MASK]`` query padding), not ColBERT's, except the head input: None
+        (the last layer), since that is what None means in a saved ``adapter_config.json``; pass
+        ``projection_layers=[-1, -2, -3]`` for the recipe's scalar mix.
     """
 
     model_type: str = field(default="hf_projections_colbert", metadata={"help": "the hf-projections model type"})

@@ -2,7 +2,9 @@
 
 The training knobs left ``None`` (head and backbone learning rates, temperature, markers, query augmentation) take
 the measured recipe of the mode (``hf_projections.training.recipes``), exactly as ``train()`` does; each run trains
-with the ``ProjectionTrainingArguments`` that :meth:`SweepSettings.training_arguments` builds.
+with the ``ProjectionTrainingArguments`` that :meth:`SweepSettings.training_arguments` builds. The head input is the
+exception: a sweep's ``projection_layers`` is part of what it measures, so ``None`` means the last layer (as in every
+committed data-scale and end-to-end table), not the head recipe's layer mix; the ``layer-mix-*`` presets name theirs.
 """
 
 from __future__ import annotations
@@ -170,7 +172,7 @@ class SweepSettings:
             use_cache=True,
             precision=settings.precision,
             backbone_precision=settings.backbone_precision,
-            projection_layers=list(settings.projection_layers) if settings.projection_layers else None,
+            projection_layers=list(settings.projection_layers) if settings.projection_layers else [-1],  # the last layer
             layer_mix=settings.layer_mix,
         ).resolved()
 

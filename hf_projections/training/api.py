@@ -67,8 +67,8 @@ def build_model(args: ProjectionTrainingArguments):
     if config.model_type.startswith("hf_projections"):
         raise ValueError(f"{backbone} is a {config.model_type} checkpoint but model_type={args.model_type!r} was asked")
     extra = {"pooling": args.pooling} if args.model_type == "dense" else {}
-    if args.projection_layers is not None:
-        extra.update(projection_layers=args.projection_layers, layer_mix=args.layer_mix)
+    if args.reads_layer_mix():
+        extra.update(projection_layers=args.projection_layers, layer_mix=args.layer_mix or "scalar")
     if args.starbucks_pairs:
         extra["starbucks_pairs"] = args.starbucks_pairs
     return cls.from_backbone(
@@ -109,6 +109,8 @@ def train(data: str | Sequence[str] | datasets.Dataset, args: ProjectionTraining
     started = time.time()
 
     model = build_model(args)
+    if model.config.model_type == "hf_projections_colbert":  # a saved model keeps its head input: record what it reads
+        args = args.replace(projection_layers=model.config.projection_layers or [-1], layer_mix=model.config.layer_mix)
     if args.use_cache is None:  # top-K: cache the frozen layers when the top ones can run on stored states
         args = args.replace(use_cache=supports_layerwise(model.backbone) and not model.config.projection_layers)
     rows = load_pairs(data, max_pairs=args.max_pairs, seed=args.seed)

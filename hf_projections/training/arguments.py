@@ -43,7 +43,9 @@ OPTIMIZERS = ("adamw_torch_fused", "adamw_torch")  # transformers' names: one fu
 CACHE_DTYPES = ("float16", "float32")
 POOLINGS = ("mean", "cls")
 # Fields a recipe fills when they are None.
-RECIPE_FIELDS = ("projection", "head_lr", "backbone_lr", "temperature", "markers", "augment_queries")
+RECIPE_FIELDS = ("projection", "head_lr", "backbone_lr", "temperature", "markers", "augment_queries", "layer_mix")
+# ``projection_layers`` naming the last layer alone: a plain head (no layer mix).
+LAST_LAYER = [-1]
 
 
 def _help(text: str, **extra) -> dict:
@@ -73,10 +75,10 @@ class ProjectionTrainingArguments:
     matryoshka_weights: list[float] | None = field(default=None, metadata=_help(
         "one loss weight per trained dim (the Matryoshka dims and dim)"))
     projection_layers: list[int] | None = field(default=None, metadata=_help(
-        "layer-mix input (ColBERT): the backbone layers the head reads, e.g. --projection-layers=-1,-2,-3 (default: "
-        "the last); trains without the feature cache for now"))
-    layer_mix: str = field(default="scalar", metadata=_help(
-        "how projection_layers combine: scalar (softmax-weighted sum) or concat (side by side)"))
+        "layer-mix input of a fresh ColBERT head: the backbone layers it reads, e.g. --projection-layers=-1,-2,-3; "
+        "-1 alone: the last layer only (default: the recipe's, in head mode the last three)"))
+    layer_mix: str | None = field(default=None, metadata=_help(
+        "how projection_layers combine: scalar (softmax-weighted sum) or concat (side by side; default: the recipe's)"))
     starbucks_pairs: list[list[int]] | None = field(default=None, metadata=_help(
         "Starbucks (layer, dim) sub-models, small to large (dense models)", cli=False))
     starbucks_kl_weight: float = field(default=1.0, metadata=_help("weight of the Starbucks KL term", cli=False))
@@ -186,15 +188,16 @@ class ProjectionTrainingArguments:
             )
 
     def _check_layer_mix(self) -> None:
-        one_of("layer_mix", self.layer_mix, LAYER_MIXES)
+        if self.layer_mix is not None:
+            one_of("layer_mix", self.layer_mix, LAYER_MIXES)
         if self.projection_layers is None:
             return
         layers = self.projection_layers
         if not isinstance(layers, (list, tuple)) or not layers or not all(is_int(x) for x in layers):
             raise ValueError(f"projection_layers must be a non-empty list of ints, e.g. -1,-2,-3, got {layers!r}")
-        if self.model_type != "colbert":
+        if self.model_type != "colbert" and list(layers) != LAST_LAYER:
             raise ValueError("projection_layers (layer-mix input) needs model_type='colbert'")
-        if self.use_cache and self.mode != "head":
+        if self.use_cache and self.mode != "head" and list(layers) != LAST_LAYER:
             raise ValueError(f"projection_layers trains from the feature cache in mode 'head' only (it holds the mixed "
                              f"layers, which mode {self.mode!r} would train); leave use_cache unset or set it False")
         self.projection_layers = list(layers)
@@ -234,12 +237,19 @@ class ProjectionTrainingArguments:
         }
         if self.mode == "head":
             changes.pop("backbone_lr", None)
+        if self.projection_layers is None:
+            layers = recipe.projection_layers if self.starbucks_pairs is None else None
+            changes["projection_layers"] = list(layers) if layers else list(LAST_LAYER)
         if self.use_cache is None and (self.mode in ("head", "full") or self.starbucks_pairs is not None
-                                       or self.projection_layers is not None):
+                                       or self.reads_layer_mix()):
             # Starbucks trains on tokens; a layer-mix head trains from a cache of its layers in head mode only.
             changes["use_cache"] = self.mode == "head" and self.starbucks_pairs is None
         # top-K with use_cache None: train() caches when the backbone's top layers can run on stored states
         return dataclasses.replace(self, **changes)
+
+    def reads_layer_mix(self) -> bool:
+        """Whether a fresh head reads several backbone layers (``projection_layers`` set, and not ``[-1]`` alone)."""
+        return self.projection_layers is not None and list(self.projection_layers) != LAST_LAYER
 
     def replace(self, **changes) -> ProjectionTrainingArguments:
         """A copy with some fields changed (validated again)."""
