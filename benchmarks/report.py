@@ -191,7 +191,11 @@ def training_section(section: dict) -> list[str]:
               "dropout in the layers that train; the Trainer's fused AdamW for `full`, the cached loop's plain AdamW); "
               "`+no-dropout` trains with `backbone_dropout=0` and the fused AdamW everywhere; `bf16` autocasts the "
               "training passes (fp32 master weights) and the cache-filling backbone pass"
-              + (f" (this CPU runs bf16 natively, AMX: {section['native_bf16']})" if "native_bf16" in section else "")
+              + (f" (bf16 runs natively on this CPU, AMX or AVX512-BF16: {section['native_bf16']})"
+                 if "native_bf16" in section else "")
+              + ("; `+buckets` runs each batch through the training layers in length-sorted chunks trimmed to their "
+                 "own longest text (`length_buckets`; the same batch, loss and gradients)"
+                 if any("buckets" in p for p in paths) else "")
               + f"; `vs {first}` compares a mode with itself on the `{first}` path, measured in the same rounds.", ""]
 
     def path_of(row):

@@ -13,8 +13,11 @@ rotated order for ``--rounds`` rounds (medians).
 - ``fp32+no-dropout``: ``backbone_dropout=0`` (no masks to draw, attention in one fused kernel) and the fused AdamW
   everywhere (``optim="adamw_torch_fused"``, now the default);
 - ``bf16`` / ``bf16+no-dropout``: the same with bf16 autocast for the training passes (fp32 master weights) and for
-  the backbone pass that fills the feature cache; on a CPU this only pays with AMX tiles (``native_bf16`` is
-  recorded), so the default paths include them only there.
+  the backbone pass that fills the feature cache; on a CPU this only pays with AMX tiles or AVX512-BF16
+  (``native_bf16`` is recorded), so the default paths include them only there;
+- ``...+buckets``: the same with ``length_buckets=4``: each batch's queries and documents run through the training
+  layers in 4 length-sorted chunks trimmed to their own longest text (the same batch, loss and gradients, less
+  padding to compute).
 
 Reported per mode: training-loop samples/s (the Trainer's ``train_samples_per_second`` for ``full``; the
 cached loop's own count for the others), the one-time feature-cache build, and samples/s with that build
@@ -48,6 +51,10 @@ PATHS = {
     "fp32+no-dropout": {"precision": "fp32", "backbone_dropout": 0.0, "optim": "adamw_torch_fused"},
     "bf16": {"precision": "bf16", "backbone_dropout": None, "optim": None},
     "bf16+no-dropout": {"precision": "bf16", "backbone_dropout": 0.0, "optim": "adamw_torch_fused"},
+    "bf16+no-dropout+buckets": {"precision": "bf16", "backbone_dropout": 0.0, "optim": "adamw_torch_fused",
+                                "length_buckets": 4},
+    "fp32+no-dropout+buckets": {"precision": "fp32", "backbone_dropout": 0.0, "optim": "adamw_torch_fused",
+                                "length_buckets": 4},
 }
 
 
@@ -102,7 +109,8 @@ def train_once(args, backbone: str, rows, mode: str, steps: int, workdir: Path, 
         batch_size=args.batch_size, output_dir=str(output / "run"), save_steps=None, logging_steps=max(1, steps),
         use_cache=cached, cache_dir=str(output / "cache") if cached else None, precision=knobs["precision"],
         backbone_precision=knobs["precision"], backbone_dropout=knobs["backbone_dropout"],
-        optim=knobs["optim"] or optimizer_before(mode), show_progress_bar=False, seed=0,
+        optim=knobs["optim"] or optimizer_before(mode), length_buckets=knobs.get("length_buckets", 1),
+        show_progress_bar=False, seed=0,
         projection_layers=[-1],  # the last layer in every mode, as in the committed figures (the head recipe mixes 3)
         **extra,
     ))
@@ -180,6 +188,7 @@ def run(args) -> dict:
             "precision": PATHS[path]["precision"],
             "backbone_dropout": PATHS[path]["backbone_dropout"],
             "optim": PATHS[path]["optim"] or optimizer_before(mode),
+            "length_buckets": PATHS[path].get("length_buckets", 1),
             "cached": bool(runs[0]["cached"]),
             "steps": runs[0]["steps"],
             "samples_per_step": args.batch_size,

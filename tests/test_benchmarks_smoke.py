@@ -178,9 +178,9 @@ def test_training_throughput_quick_and_sweep_summary(bench, tmp_path, tiny_backb
     (sweep / "results.json").write_text("{}")
     out = tmp_path / "out"
     bench("training_throughput").main(quick_args(out, tiny_backbone, data_root, "--sweep-dir", str(sweep),
-                                                 "--paths", "fp32,fp32+no-dropout,bf16"))
+                                                 "--paths", "fp32,fp32+no-dropout,bf16+no-dropout+buckets"))
     section = read_section(out, "training_throughput")
-    paths = ("fp32", "fp32+no-dropout", "bf16")
+    paths = ("fp32", "fp32+no-dropout", "bf16+no-dropout+buckets")
     assert [(row["mode"], row["path"]) for row in section["rows"]] == [
         (mode, path) for mode in ("full", "top-2", "head") for path in paths]
     for row in section["rows"]:
@@ -190,6 +190,7 @@ def test_training_throughput_quick_and_sweep_summary(bench, tmp_path, tiny_backb
             assert row["speedup_vs_first_path"] == 1.0 and row["backbone_dropout"] is None
             assert row["optim"] == ("adamw_torch_fused" if row["mode"] == "full" else "adamw_torch")
         assert row["samples_per_second"] > 0 and row["cached"] == (row["mode"] != "full")
+        assert row["length_buckets"] == (4 if "buckets" in row["path"] else 1)
     summary = section["sweep"]
     assert summary["runs"] == 2 and summary["heads"] == ["ffn2-x2-res", "linear"]
     assert summary["train_seconds_total"] == 4.0 and summary["eval_seconds_total"] == 3.0

@@ -191,6 +191,7 @@ def _train_with_trainer(model, rows, args: ProjectionTrainingArguments, loss) ->
     output_dir = Path(args.output_dir)
     trainer = ProjectionTrainer(
         model=model, args=args.to_training_arguments(), loss=loss, head_learning_rate=args.head_lr,
+        length_buckets=args.length_buckets,
         train_dataset=rows, data_collator=ProjectionCollator(model, num_negatives=args.num_negatives),
         callbacks=[JsonlLogCallback(output_dir / TRAINING_LOG_NAME)],
     )

@@ -98,6 +98,9 @@ class ProjectionTrainingArguments:
     backbone_dropout: float | None = field(default=None, metadata=_help(
         "dropout of the backbone layers that train (top-K, full), attention included: 0 turns it off (faster: no masks "
         "to draw, fused attention); None keeps the backbone's own (MiniLM 0.1); saved configs keep the backbone's"))
+    length_buckets: int = field(default=1, metadata=_help(
+        "run each batch's queries and documents through the training backbone layers (top-K, full) in this many "
+        "length-sorted chunks trimmed to their own longest text: the same batch and embeddings, less padding"))
     optim: str = field(default="adamw_torch_fused", metadata=_help(
         "AdamW implementation, as transformers names it: adamw_torch_fused (one kernel per step) or adamw_torch"))
     seed: int = field(default=0, metadata=_help("seed of the head init, the pair sample and the batch order"))
@@ -148,7 +151,7 @@ class ProjectionTrainingArguments:
         one_of("optim", self.optim, OPTIMIZERS)
         check_dropout("backbone_dropout", self.backbone_dropout)
         for name in ("dim", "query_max_length", "document_max_length", "epochs", "batch_size",
-                     "gradient_accumulation_steps", "logging_steps"):
+                     "gradient_accumulation_steps", "logging_steps", "length_buckets"):
             positive_int(name, getattr(self, name))
         for name in ("max_steps", "max_pairs", "save_steps", "save_total_limit"):
             if getattr(self, name) is not None:

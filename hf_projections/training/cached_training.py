@@ -24,6 +24,7 @@ from hf_projections.training.cache import build_feature_cache
 from hf_projections.training.cached_encoding import autocast_context, cached_hidden_states, is_multi_vector, mixed_layers
 from hf_projections.training.collator import document_groups, teacher_score_tensor
 from hf_projections.training.feature_cache import FeatureCache
+from hf_projections.training.length_buckets import forward_in_length_chunks
 from hf_projections.training.losses import ProjectionLoss
 from hf_projections.training.loop import run_training_loop
 from hf_projections.training.modes import parse_mode, set_trainable
@@ -161,25 +162,33 @@ def build_cached_pairs(
                        passages=passage_keys(rows, positive_column), sources=row_sources(rows))
 
 
-def embed_cached_batch(model, batch: dict[str, torch.Tensor], layer: int | None):
-    """``(queries, documents, document_mask)`` from a cached batch, as ``embed_token_batch`` returns them."""
-    outputs = []
-    for prefix in ("query", "document"):
-        hidden, mask = batch[f"{prefix}_hidden"], batch[f"{prefix}_mask"]
-        hidden = cached_hidden_states(model, hidden, mask, layer)
-        outputs.append(model.project(hidden, mask))
+def embed_cached_batch(model, batch: dict[str, torch.Tensor], layer: int | tuple[int, ...] | None,
+                       length_buckets: int = 1):
+    """``(queries, documents, document_mask)`` from a cached batch, as ``embed_token_batch`` returns them.
+
+    ``length_buckets > 1`` runs the top layers of a layer cache (top-K) in that many length-sorted chunks trimmed to
+    their own longest row (``training.length_buckets``): the same embeddings with less padding to compute.
+    """
+    def embed(hidden, mask):
+        return model.project(cached_hidden_states(model, hidden, mask, layer), mask)
+
+    chunks = length_buckets if isinstance(layer, int) else 1  # the head alone is too cheap to gain from trimming
+    outputs = [forward_in_length_chunks(embed, batch[f"{prefix}_mask"], chunks, per_token=is_multi_vector(model),
+                                        hidden=batch[f"{prefix}_hidden"], mask=batch[f"{prefix}_mask"])
+               for prefix in ("query", "document")]
     return outputs[0], outputs[1], (batch["document_mask"] if is_multi_vector(model) else None)
 
 
-def cached_loss(model, batch: dict[str, torch.Tensor], loss: ProjectionLoss, layer: int | None) -> torch.Tensor:
-    """The training loss of one cached batch."""
+def cached_loss(model, batch: dict[str, torch.Tensor], loss: ProjectionLoss, layer: int | tuple[int, ...] | None,
+                length_buckets: int = 1) -> torch.Tensor:
+    """The training loss of one cached batch (``length_buckets``: as for :func:`embed_cached_batch`)."""
     if getattr(loss, "model_inputs", None):
         raise ValueError(
             f"{type(loss).__name__} needs the model run on tokens ({loss.model_inputs}), which cached last-layer "
             "features cannot give: train through ProjectionTrainer (use_cache=False), or for Starbucks with a "
             "frozen backbone use hf_projections.training.starbucks.train_pooled"
         )
-    queries, documents, document_mask = embed_cached_batch(model, batch, layer)
+    queries, documents, document_mask = embed_cached_batch(model, batch, layer, length_buckets)
     return loss(queries, documents, document_mask, batch.get("teacher_scores"))
 
 
@@ -219,7 +228,8 @@ def train_from_cache(model, data: CachedPairs, args, loss: ProjectionLoss | None
 
     def compute(batch):
         with autocast():
-            return cached_loss(model, {k: v.to(device, non_blocking=True) for k, v in batch.items()}, loss, data.layer)
+            return cached_loss(model, {k: v.to(device, non_blocking=True) for k, v in batch.items()}, loss, data.layer,
+                               args.length_buckets)
 
     return run_training_loop(
         model, epoch, compute, args, total_steps=total_steps, n_rows=len(data),

@@ -18,8 +18,10 @@ from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback
 
 from hf_projections.atomic import atomic_write_text
+from hf_projections.checks import positive_int
 from hf_projections.training.batching import PassageBatchSampler, passage_keys, row_sources
 from hf_projections.training.collator import ProjectionCollator
+from hf_projections.training.length_buckets import forward_in_length_chunks
 from hf_projections.training.losses import ProjectionLoss
 from hf_projections.training.loop import append_jsonl, build_parameter_groups, check_finite, learning_rates
 from hf_projections.training.modes import eval_frozen_modules
@@ -49,13 +51,19 @@ def split_batch(batch: dict[str, Any], prefix: str) -> dict[str, Any]:
     return {key[start:]: value for key, value in batch.items() if key.startswith(prefix + "_")}
 
 
-def embed_token_batch(model: nn.Module, batch: dict[str, Any], **forward_kwargs):
+def embed_token_batch(model: nn.Module, batch: dict[str, Any], length_buckets: int = 1, **forward_kwargs):
     """Run a (possibly wrapped) model on a collated batch (``forward_kwargs`` go to both model calls).
+
+    ``length_buckets > 1`` runs queries and documents each in that many length-sorted chunks trimmed to their own
+    longest row (``training.length_buckets``): the same embeddings with less padding to compute (not for Starbucks'
+    ``all_pairs`` outputs).
 
     Returns ``(queries, documents, document_mask)``: `(B, Tq, dim)`, `(B * G, Td, dim)`, `(B * G, Td)` bool
     for multi-vector models; `(B, dim)`, `(B * G, dim)`, None for single-vector models; with ``all_pairs=True``
     (Starbucks) one `(B, dim_p)` / `(B * G, dim_p)` tensor per (layer, dim) pair.
     """
+    if length_buckets > 1 and not forward_kwargs:
+        return _embed_in_length_chunks(model, batch, length_buckets)
     query_output = model(**split_batch(batch, "query"), **forward_kwargs)
     document_output = model(**split_batch(batch, "document"), **forward_kwargs)
     if getattr(query_output, "pair_embeddings", None) is not None:
@@ -65,6 +73,22 @@ def embed_token_batch(model: nn.Module, batch: dict[str, Any], **forward_kwargs)
     if getattr(query_output, "embeddings", None) is not None:
         return query_output.embeddings, document_output.embeddings, None
     raise TypeError(f"model output {type(query_output).__name__} has neither token_embeddings nor embeddings")
+
+
+def _embed_in_length_chunks(model: nn.Module, batch: dict[str, Any], chunks: int):
+    multi_vector = not hasattr(unwrap_model(model), "pool")
+    field = "token_embeddings" if multi_vector else "embeddings"
+
+    def embed(**inputs):
+        return getattr(model(**inputs), field)
+
+    outputs = []
+    for prefix in ("query", "document"):
+        inputs = split_batch(batch, prefix)
+        outputs.append(forward_in_length_chunks(embed, inputs["attention_mask"], chunks, per_token=multi_vector,
+                                                **inputs))
+    mask = batch["document_attention_mask"].bool() if multi_vector else None
+    return outputs[0], outputs[1], mask
 
 
 # --------------------------------------------------------------------------- logging
@@ -132,6 +156,7 @@ class ProjectionTrainer(Trainer):
         head_learning_rate: float | None = None,
         check_finite_loss: bool = True,
         data_collator=None,
+        length_buckets: int = 1,
         **kwargs,
     ):
         if model is None:
@@ -145,6 +170,7 @@ class ProjectionTrainer(Trainer):
         self.loss = loss if loss is not None else default_loss(unwrap_model(model))
         self.head_learning_rate = head_learning_rate
         self.check_finite_loss = check_finite_loss
+        self.length_buckets = positive_int("length_buckets", length_buckets)
         super().__init__(model=model, args=args, data_collator=data_collator, **kwargs)
 
     def get_train_dataloader(self):
@@ -179,7 +205,8 @@ class ProjectionTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if model.training:
             eval_frozen_modules(unwrap_model(model))
-        queries, documents, document_mask = embed_token_batch(model, inputs, **getattr(self.loss, "model_inputs", {}))
+        queries, documents, document_mask = embed_token_batch(model, inputs, self.length_buckets,
+                                                              **getattr(self.loss, "model_inputs", {}))
         loss = self.loss(queries, documents, document_mask, inputs.get("teacher_scores"))
         if self.check_finite_loss and model.training:
             check_finite(loss, self.state.global_step + 1)
