@@ -71,8 +71,8 @@ def staged_directory(target: str | os.PathLike) -> Iterator[str]:
         os.makedirs(target, exist_ok=True)
         for name in sorted(os.listdir(staging)):
             destination = os.path.join(target, name)
-            if os.path.isdir(os.path.join(staging, name)):
-                _give_default_mode(os.path.join(staging, name), is_dir=True)
+            # files some writers create owner-only (safetensors' save_file gives 0o600) get a plain file's mode too
+            _give_default_mode(os.path.join(staging, name), is_dir=os.path.isdir(os.path.join(staging, name)))
             if os.path.isdir(destination) and os.path.isdir(os.path.join(staging, name)):
                 # os.replace cannot move a folder over a non-empty one: swap it out first.
                 with tempfile.TemporaryDirectory(dir=parent, prefix=".replaced-") as old:

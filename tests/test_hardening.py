@@ -529,8 +529,12 @@ def test_saved_files_get_the_usual_mode_not_owner_only(tmp_path):
         with staged_directory(tmp_path / "model") as staging:
             os.makedirs(os.path.join(staging, "sub"))
             atomic_write_json(os.path.join(staging, "sub", "weights.json"), {})
+            private = os.path.join(staging, "adapter_model.safetensors")  # safetensors' save_file writes 0o600
+            open(private, "w").close()
+            os.chmod(private, 0o600)
     finally:
         os.umask(old)
     for path, mode in [(tmp_path / "config.json", 0o644), (tmp_path / "model" / "sub", 0o755),
-                       (tmp_path / "model" / "sub" / "weights.json", 0o644)]:
+                       (tmp_path / "model" / "sub" / "weights.json", 0o644),
+                       (tmp_path / "model" / "adapter_model.safetensors", 0o644)]:
         assert stat.S_IMODE(path.stat().st_mode) == mode, path
