@@ -46,6 +46,16 @@ def base_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
+def add_backbone_precision(parser: argparse.ArgumentParser, cache_note: str) -> None:
+    """``--backbone-precision``: the frozen backbone pass that fills a sweep's feature cache (``cache_note`` says
+    which cache)."""
+    from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS
+
+    parser.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS, default=None,
+                        help="the frozen backbone pass that fills the cache (default: the presets', fp32; auto: bf16 "
+                             f"where the hardware runs it natively); {cache_note}")
+
+
 def setup(args: argparse.Namespace) -> dict[str, Any]:
     """Point the data loader at the data, set threads, wait for a quiet machine; returns run notes."""
     import torch

@@ -28,7 +28,7 @@ from hf_projections.sweep.report import result_rows, summarise  # noqa: E402
 from hf_projections.sweep.runner import read_finished_runs  # noqa: E402
 from hf_projections.sweep.settings import DATA_SCALE_PAIRS, DATA_SCALE_SIZES  # noqa: E402
 from hf_projections.training import default_backbone  # noqa: E402
-from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,9 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="feature cache (default: OUTPUT/cache); a cache over more pairs or more layers that "
                              "holds the last one (benchmarks/layer_mix.py --cache-all-pairs) serves every size")
-    parser.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS, default=None,
-                        help="the frozen backbone pass that fills the cache (default: the presets', fp32; auto: bf16 "
-                             "where the hardware runs it natively); must match the cache --cache-dir points at")
+    common.add_backbone_precision(parser, "must match the cache --cache-dir points at")
     parser.add_argument("--report-only", action="store_true", help="only summarise the runs already finished")
     return parser.parse_args(argv)
 

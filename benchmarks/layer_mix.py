@@ -30,7 +30,7 @@ from hf_projections.sweep import PRESETS, SweepSettings, fill_sweep_cache, run_s
 from hf_projections.sweep.report import result_rows, summarise  # noqa: E402
 from hf_projections.sweep.runner import read_finished_runs  # noqa: E402
 from hf_projections.training import default_backbone  # noqa: E402
-from hf_projections.training.backbone_precision import BACKBONE_PRECISIONS  # noqa: E402
+from benchmarks import common  # noqa: E402
 
 LAYER_PRESETS = ("layers3-scalar", "layers3-concat", "layers2-scalar", "layers2-concat")  # widest cache first
 HEADS = ("linear", "ffn2-x2-res")
@@ -47,9 +47,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--cache-dir", type=Path, default=None, help="shared feature cache (default: OUTPUT/cache)")
     parser.add_argument("--cache-all-pairs", action="store_true",
                         help="fill the shared cache over every pair of the mix (not only the 32k sample)")
-    parser.add_argument("--backbone-precision", choices=BACKBONE_PRECISIONS, default=None,
-                        help="the frozen backbone pass that fills the shared cache (default: the presets', fp32; "
-                             "auto: bf16 where the hardware runs it natively); every input reads the same cache")
+    common.add_backbone_precision(parser, "every input reads the same cache")
     parser.add_argument("--report-only", action="store_true", help="only summarise the runs already finished")
     return parser.parse_args(argv)
 
