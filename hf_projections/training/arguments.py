@@ -198,9 +198,9 @@ class ProjectionTrainingArguments:
         layers = self.projection_layers
         if not isinstance(layers, (list, tuple)) or not layers or not all(is_int(x) for x in layers):
             raise ValueError(f"projection_layers must be a non-empty list of ints, e.g. -1,-2,-3, got {layers!r}")
-        if self.model_type != "colbert" and list(layers) != LAST_LAYER:
+        if self.model_type != "colbert" and self.reads_layer_mix():
             raise ValueError("projection_layers (layer-mix input) needs model_type='colbert'")
-        if self.use_cache and self.mode != "head" and list(layers) != LAST_LAYER:
+        if self.use_cache and self.mode != "head" and self.reads_layer_mix():
             raise ValueError(f"projection_layers trains from the feature cache in mode 'head' only (it holds the mixed "
                              f"layers, which mode {self.mode!r} would train); leave use_cache unset or set it False")
         self.projection_layers = list(layers)
@@ -240,9 +240,8 @@ class ProjectionTrainingArguments:
         }
         if self.mode == "head":
             changes.pop("backbone_lr", None)
-        if self.projection_layers is None:
-            layers = recipe.projection_layers if self.starbucks_pairs is None else None
-            changes["projection_layers"] = list(layers) if layers else list(LAST_LAYER)
+        if self.projection_layers is None:  # (Starbucks is dense-only, and dense recipes read the last layer)
+            changes["projection_layers"] = list(recipe.projection_layers or LAST_LAYER)
         if self.use_cache is None and (self.mode in ("head", "full") or self.starbucks_pairs is not None
                                        or self.reads_layer_mix()):
             # Starbucks trains on tokens; a layer-mix head trains from a cache of its layers in head mode only.

@@ -20,6 +20,7 @@ from transformers import Trainer, TrainerCallback
 from hf_projections.atomic import atomic_write_text
 from hf_projections.checks import positive_int
 from hf_projections.training.batching import PassageBatchSampler, passage_keys, row_sources
+from hf_projections.training.cached_encoding import is_multi_vector
 from hf_projections.training.collator import ProjectionCollator
 from hf_projections.training.length_buckets import forward_in_length_chunks
 from hf_projections.training.losses import ProjectionLoss
@@ -76,7 +77,7 @@ def embed_token_batch(model: nn.Module, batch: dict[str, Any], length_buckets: i
 
 
 def _embed_in_length_chunks(model: nn.Module, batch: dict[str, Any], chunks: int):
-    multi_vector = not hasattr(unwrap_model(model), "pool")
+    multi_vector = is_multi_vector(unwrap_model(model))
     field = "token_embeddings" if multi_vector else "embeddings"
 
     def embed(**inputs):
