@@ -113,7 +113,6 @@ def _card_training(summary: dict, data) -> dict:
         "datasets": data if isinstance(data, (list, tuple)) else [str(data)],
         "pairs": summary.get("pairs"),
         "mode": "head-only (frozen encoder)",
-        "head_input": _layers_label(arguments.get("projection_layers"), arguments.get("layer_mix")),
         "steps": summary.get("steps"),
         "batch_size": arguments.get("batch_size"),
         "learning_rate": arguments.get("head_lr"),
@@ -124,9 +123,3 @@ def _card_training(summary: dict, data) -> dict:
         "train_time_s": round(summary.get("wall_seconds", 0.0), 1),
     }
 
-
-def _layers_label(layers, mix) -> str:
-    """``"layers -1, -2, -3 (scalar mix)"``, or ``"the last layer"``."""
-    if not layers or list(layers) == [-1]:
-        return "the last layer"
-    return f"layers {', '.join(map(str, layers))} ({mix} mix)"

@@ -46,7 +46,7 @@ def test_colbertize_writes_a_model_that_loads_with_the_same_scores(tiny_backbone
     summary = json.loads((output / "train_summary.json").read_text())
     assert summary["arguments"]["mode"] == "head" and summary["arguments"]["projection"] == "linear"
     assert loaded.config.projection_layers == [-1, -2, -3] and loaded.config.layer_mix == "scalar"  # the recipe's mix
-    assert "| head_input | layers -1, -2, -3 (scalar mix) |" in card and "**Head input:**" in card
+    assert "**Head input:** backbone layers -1, -2, -3 (scalar mix)" in card and "| head_input |" not in card  # stated once
 
 
 def test_colbertize_cli_and_bad_input(tiny_backbone, data, tmp_path, capsys):

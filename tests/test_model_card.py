@@ -62,7 +62,7 @@ def test_colbert_card_metadata_and_sections(colbert, tmp_path):
 def test_card_states_a_layer_mix_input(colbert, tiny_backbone, tmp_path):
     model = ColBERTModel.from_backbone(tiny_backbone, projection="linear", dim=8, projection_layers=[-1, -2, -3])
     text = ModelCard.load(write_model_card(model, tmp_path / "mix")).text
-    assert "**Head input:** a softmax-weighted (scalar) mix of backbone layers -1, -2, -3 (4 parameters)" in text
+    assert "**Head input:** backbone layers -1, -2, -3 (scalar mix), 4 mix parameters" in text
     assert "**Head input:**" not in ModelCard.load(write_model_card(colbert, tmp_path / "last")).text
 
 

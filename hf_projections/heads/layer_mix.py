@@ -67,6 +67,13 @@ def build_layer_mix(kind: str, n_layers: int) -> nn.Module:
     raise ValueError(f"layer_mix must be one of {', '.join(LAYER_MIXES)}, got {kind!r}")
 
 
+def describe_head_input(layers, kind: str | None) -> str:
+    """A head input in words: ``"layers -1, -2, -3 (scalar mix)"``, or ``"the last layer"`` for ``None`` / ``[-1]``."""
+    if not layers or list(layers) == [-1]:
+        return "the last layer"
+    return f"layers {', '.join(map(str, layers))} ({kind} mix)"
+
+
 def layer_mix_width(kind: str, n_layers: int, hidden_size: int) -> int:
     """Width of what the head reads after the mix: ``hidden_size`` (``scalar``) or ``n_layers * hidden_size``."""
     if kind not in LAYER_MIXES:

@@ -11,6 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from hf_projections.atomic import atomic_write, atomic_write_json, atomic_write_text
+from hf_projections.heads.layer_mix import describe_head_input
 
 METRICS = ("ndcg@10", "recall@100", "mrr@10")
 
@@ -155,10 +156,7 @@ def plot(summary: dict[str, dict], path: Path, metric: str = "ndcg@10", title: s
 
 
 def _head_input(settings) -> str:
-    layers = getattr(settings, "projection_layers", None)
-    if not layers:
-        return "head input: the last layer"
-    return f"head input: layers {', '.join(map(str, layers))} ({settings.layer_mix} mix)"
+    return "head input: " + describe_head_input(getattr(settings, "projection_layers", None), settings.layer_mix)
 
 
 def write_report(records: list[dict], settings, output: Path, machine: dict) -> str:
