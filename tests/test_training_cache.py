@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from hf_projections import ColBERTModel, DenseEmbeddingModel
+from hf_projections.heads import PRESETS
 from hf_projections.modeling.backbone import check_layerwise_backbone, hidden_states_at, run_layers
 from hf_projections.training import (
     ProjectionCollator,
@@ -230,6 +231,23 @@ def test_encode_from_cache_matches_encoding(tiny_backbone, tmp_path, cls):
                 torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
         else:
             torch.testing.assert_close(from_cache, direct, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("head", sorted(PRESETS))
+def test_packed_encoding_from_cache_matches_encoding_for_every_head(tiny_backbone, tmp_path, head):
+    """The packed path runs the head on all texts' tokens as one sequence: right only for token-wise heads."""
+    torch.manual_seed(0)
+    model = ColBERTModel.from_backbone(tiny_backbone, projection=head, dim=16, document_max_length=16,
+                                       matryoshka_dims=[8, 16]).eval()
+    texts = TEXTS + ["a longer text about the effect of a gene on cancer risk"]
+    cache = build_feature_cache(model, texts, is_query=False, cache_dir=tmp_path, dtype="float32")
+    picked = [texts[i] for i in (4, 0, 2)]  # a subset, out of storage order
+    for truncate_dim in (None, 8):
+        from_cache = encode_from_cache(model, cache, picked, batch_size=2, truncate_dim=truncate_dim)
+        direct = model.encode_documents(picked, truncate_dim=truncate_dim)
+        assert [e.shape for e in from_cache] == [e.shape for e in direct]
+        for a, b in zip(from_cache, direct):
+            torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
 
 
 def test_encode_from_cache_autocasts_when_asked(tiny_backbone, tmp_path):

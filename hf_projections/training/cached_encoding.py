@@ -68,6 +68,17 @@ def autocast_context(device: torch.device, precision: str):
     return contextlib.nullcontext
 
 
+def _encode_packed(model, cache: FeatureCache, rows: list[int], dtype, device, autocast, truncate_dim):
+    """Token embeddings of cached ``rows`` through the model's layer mix and head, run on their states packed as one
+    `(1, tokens, hidden)` sequence; one float32 CPU `(tokens_i, dim)` view per row."""
+    hidden = cache.packed(rows, dtype=dtype).to(device)[None]
+    mask = torch.ones(hidden.shape[:2], dtype=torch.bool, device=device)
+    with autocast():
+        hidden = cached_hidden_states(model, hidden, mask, cache.layer)
+        embeddings = model.project(hidden, mask, truncate_dim=truncate_dim)[0]
+    return embeddings.float().cpu().split(cache.lengths[rows].tolist())
+
+
 @torch.no_grad()
 def encode_from_cache(
     model,
@@ -91,7 +102,12 @@ def encode_from_cache(
     check_cache_matches_model(model, cache.layer, "encoding from a feature cache")
     rows = list(range(len(cache))) if texts is None else cache.rows_of(texts)
     multi_vector = is_multi_vector(model)
-    order = sorted(range(len(rows)), key=lambda i: int(cache.lengths[rows[i]]), reverse=True)
+    # The head and a layer mix map each token alone, so token embeddings need no padded batch: texts are read packed,
+    # in storage order. Top layers (a layer cache) and pooling need the padded batch, longest texts first.
+    token_wise = multi_vector and not isinstance(cache.layer, int)
+    row_tensor = torch.as_tensor(rows, dtype=torch.long)
+    keys = cache.starts[row_tensor] if token_wise else -cache.lengths[row_tensor]
+    order = torch.argsort(keys, stable=True).tolist()
     device = next(model.parameters()).device
     dtype = next(model.projection.parameters()).dtype
     n_batches = (len(rows) + batch_size - 1) // batch_size
@@ -104,7 +120,12 @@ def encode_from_cache(
     try:
         for begin in tqdm(range(0, len(rows), batch_size), disable=not show_progress_bar, desc="Encoding from cache"):
             index = order[begin : begin + batch_size]
-            hidden, mask = cache.batch([rows[i] for i in index], dtype=dtype)
+            chunk = [rows[i] for i in index]
+            if token_wise:
+                for i, item in zip(index, _encode_packed(model, cache, chunk, dtype, device, autocast, truncate_dim)):
+                    results[i] = item
+                continue
+            hidden, mask = cache.batch(chunk, dtype=dtype)
             hidden, mask = hidden.to(device), mask.to(device)
             with autocast():
                 hidden = cached_hidden_states(model, hidden, mask, cache.layer)

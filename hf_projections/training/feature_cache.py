@@ -166,3 +166,16 @@ class FeatureCache:
         for position, (start, length) in enumerate(zip(self.starts[rows].tolist(), lengths.tolist())):
             hidden[position, :length] = self._read(start, length)
         return hidden, mask
+
+    def packed(self, rows: Sequence[int] | torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """States of several texts one after another, no padding: `(sum of their lengths, hidden_size)` in ``dtype``
+        (split it with ``self.lengths[rows]``). For token-wise work (a head, a layer mix) this skips the padded
+        batch's allocation and the padding's share of the work."""
+        rows = torch.as_tensor(rows, dtype=torch.long)
+        lengths = self.lengths[rows]
+        packed = torch.empty(int(lengths.sum()), self.hidden_size, dtype=dtype)
+        offset = 0
+        for start, length in zip(self.starts[rows].tolist(), lengths.tolist()):
+            packed[offset : offset + length] = self._read(start, length)
+            offset += length
+        return packed
