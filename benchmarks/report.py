@@ -128,6 +128,10 @@ def search_peak_lines(peak: dict, check_k: int) -> list[str]:
     st = peak["sentence_transformers"]
     rows.append(["sentence-transformers `util.maxsim`", f"{st['seconds']['min']:.2f}", f"{st['gflops']:.0f}",
                  f"{100 * st['peak_fraction']:.0f} %"])
+    screened = peak.get("screened")
+    if screened:
+        rows.append([f"{screened['dtype']} screen + float32 re-score (default block)", f"{screened['seconds']['min']:.2f}",
+                     f"{screened['gflops']:.0f}", f"{100 * screened['peak_fraction']:.0f} % (fp32 peak)"])
     lines += _table(["max_block_scores (floats)", "s (best)", "GFLOP/s", "of peak"], rows)
     agreement = peak["agreement"]
     lines += ["", f"**Target: >= 75 % of the matmul peak and >= 3x sentence-transformers with identical top-{check_k}: "
@@ -135,6 +139,17 @@ def search_peak_lines(peak: dict, check_k: int) -> list[str]:
                   f"{peak['speedup_vs_sentence_transformers']:.2f}x sentence-transformers; identical top-{check_k} "
                   f"sets for {agreement['same_top_set']}/{agreement['queries']} queries, in the same order for "
                   f"{agreement['same_top_order']}, largest score difference {agreement['max_abs_score_diff']:.1e})."]
+    if screened:
+        same, exact = screened["agreement"], screened["agreement_with_exact_top_k"]
+        lines += ["", f"**Screened ({screened['dtype']} pass, float32 re-score of the best max(2k, k + 50)), target "
+                      f">= 3x sentence-transformers with identical top-{check_k}: {screened['status']}** "
+                      f"({screened['speedup_vs_sentence_transformers']:.2f}x sentence-transformers, "
+                      f"{screened['speedup_vs_exact_default']:.2f}x the exact float32 path; its "
+                      f"{screened['gflops']:.0f} GFLOP/s are {100 * screened['own_dtype_peak_fraction']:.0f} % of the "
+                      f"{screened['own_dtype_peak_gflops']:.0f} GFLOP/s {screened['dtype']} matmul peak measured in the "
+                      f"same run; identical top-{check_k} sets for {same['same_top_set']}/{same['queries']} queries, "
+                      f"largest score difference {same['max_abs_score_diff']:.1e}; the same top-{screened['k']} as "
+                      f"the exact path, in order, for {exact['same_top_order']}/{exact['queries']} queries)."]
     return lines
 
 
@@ -158,19 +173,29 @@ def search_section(section: dict) -> list[str]:
                          "", "", "", "", "", "", ""])
             continue
         agreement = row["agreement"]
+        screened = ([f"{row['screened_s']['median']:.2f}", f"**{row['screened_speedup']:.2f}x**",
+                     f"{row['screened_agreement']['same_top_set']}/{row['screened_agreement']['queries']}"]
+                    if "screened_s" in row else [])
         rows.append([f"{row['documents']:,}", f"{row['doc_tokens_total']:,}", f"{row['hf_projections_s']['median']:.2f}",
                      f"{row['sentence_transformers_s']['median']:.2f}", f"{row['hf_projections_qps']:.1f}",
                      f"{row['sentence_transformers_qps']:.1f}", f"**{row['speedup']:.2f}x**",
                      _mib(row["hf_projections_peak_bytes"]), _mib(row["sentence_transformers_peak_bytes"]),
-                     f"{agreement['same_top_set']}/{agreement['queries']}"])
+                     f"{agreement['same_top_set']}/{agreement['queries']}", *screened])
+    screen_headers = (["screened s", "screened speedup", f"screened equal top-{sizes['check_k']}"]
+                      if sizes.get("screen_dtype") else [])
     lines += _table(["docs", "doc tokens", "ours s", "ST s", "ours q/s", "ST q/s", "speedup", "ours peak MiB",
-                     "ST peak MiB", f"equal top-{sizes['check_k']}"], rows)
+                     "ST peak MiB", f"equal top-{sizes['check_k']}", *screen_headers], rows)
     if "status" in summary:
         lines += ["", f"**Target: >= {summary['target_speedup']}x faster with equal results: {summary['status']}** "
                       f"(speedup {summary['min_speedup']:.2f}x to {summary['max_speedup']:.2f}x; equal top-"
                       f"{sizes['check_k']} everywhere: {summary['all_equal']}"
                       + (f"; skipped sizes: {summary['skipped_sizes']}" if summary.get("skipped_sizes") else "")
                       + ")."]
+    if summary.get("screened"):
+        screened = summary["screened"]
+        lines += ["", f"**Screened ({screened['dtype']} pass + float32 re-score), target >= {summary['target_speedup']}x "
+                      f"with equal results: {screened['status']}** (speedup {screened['min_speedup']:.2f}x to "
+                      f"{screened['max_speedup']:.2f}x; equal top-{sizes['check_k']} everywhere: {screened['all_equal']})."]
     return lines + [""] + _provenance(section)
 
 

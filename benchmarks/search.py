@@ -22,6 +22,9 @@ Two parts, both on the same kind of embeddings:
   document tokens x dim`` (no padding), and are divided by the fp32 matmul peak measured in the same run (a square
   2048 matmul, best of several, before and after; the higher reading is the peak). The sentence-transformers
   scoring runs on the same embeddings for the speedup and the top-10 check.
+- **Screened search** (``--screen-dtype``, bfloat16 by default; ``none`` skips it): ``maxsim_topk(...,
+  screen_dtype=torch.bfloat16)``, every document scored in bf16, the best ``max(2k, k + 50)`` re-scored in float32,
+  timed beside the exact path in both parts with the same top-10 check against sentence-transformers.
 - **Corpus sizes**: each size runs both sides once per round in alternating order (medians over rounds). A size
   whose single run is predicted (from the previous size) to take more than ``--max-seconds`` for either side, or
   whose corpus would not fit in the available memory, is skipped and reported as such.
@@ -67,10 +70,13 @@ def parse_args(argv=None):
     parser.add_argument("--corpus", default="scifact", help="BEIR set whose document lengths are used")
     parser.add_argument("--peak-queries", type=int, default=300, help="queries of the peak-fraction part (0: skip it)")
     parser.add_argument("--peak-rounds", type=int, default=2, help="timed rounds per block size in the peak part")
+    parser.add_argument("--screen-dtype", default="bfloat16", choices=("bfloat16", "float16", "none"),
+                        help="also time maxsim_topk(screen_dtype=...): a low-precision pass, then a float32 re-score")
     args = parser.parse_args(argv)
     if args.quick:
         args.sizes, args.queries, args.rounds, args.peak_queries, args.peak_rounds = "200,500", 8, 2, 6, 1
     args.sizes = [int(size) for size in str(args.sizes).split(",")]
+    args.screen_dtype = None if args.screen_dtype == "none" else args.screen_dtype
     return args
 
 
@@ -142,11 +148,13 @@ def compare_top(ours, theirs, check_k: int) -> dict:
             "equal": bool(same_set.all()) and max_score_diff < 1e-3}
 
 
-def matmul_peak_gflops(size: int = 2048, repeats: int = 5, rounds: int = 5) -> float:
-    """fp32 GFLOP/s of a square ``size`` matmul with the current torch threads: the best of ``rounds``."""
+def matmul_peak_gflops(size: int = 2048, repeats: int = 5, rounds: int = 5, dtype: str = "float32") -> float:
+    """GFLOP/s of a square ``size`` matmul in ``dtype`` with the current torch threads: the best of ``rounds``."""
     import torch
 
-    a, b, out = torch.randn(size, size), torch.randn(size, size), torch.empty(size, size)
+    dtype = getattr(torch, dtype)
+    a, b = torch.randn(size, size, dtype=dtype), torch.randn(size, size, dtype=dtype)
+    out = torch.empty(size, size, dtype=dtype)
     torch.mm(a, b, out=out)
     best = float("inf")
     for _ in range(rounds):
@@ -185,6 +193,11 @@ def peak_fraction(args, lengths, queries_tokens, centres, generator) -> dict:
                      "seconds": common.spread(seconds), "gflops": useful_flops / min(seconds) / 1e9})
         print(f"[search] peak part, block {rows[-1]['max_block_scores']:>9,}{' (default)' if block is None else ''}: "
               f"{min(seconds):.2f} s, {rows[-1]['gflops']:.0f} GFLOP/s", flush=True)
+    screen_seconds = []
+    for _ in range(args.peak_rounds if args.screen_dtype else 0):
+        started = time.perf_counter()
+        outputs["screen"] = maxsim_topk(queries, corpus, k=args.k, screen_dtype=getattr(torch, args.screen_dtype))
+        screen_seconds.append(time.perf_counter() - started)
     st_seconds = []
     for _ in range(args.peak_rounds):
         started = time.perf_counter()
@@ -198,6 +211,23 @@ def peak_fraction(args, lengths, queries_tokens, centres, generator) -> dict:
     st_gflops = useful_flops / min(st_seconds) / 1e9
     speedup = min(st_seconds) / default_row["seconds"]["min"]
     agreement = compare_top(outputs[None], st_output, args.check_k)
+    screened = None
+    if screen_seconds:
+        screen_peak = matmul_peak_gflops(dtype=args.screen_dtype)
+        screen_gflops = useful_flops / min(screen_seconds) / 1e9
+        screen_speedup = min(st_seconds) / min(screen_seconds)
+        screen_agreement = compare_top(outputs["screen"], st_output, args.check_k)
+        screened = {
+            "dtype": args.screen_dtype, "k": args.k, "seconds": common.spread(screen_seconds), "gflops": screen_gflops,
+            "peak_fraction": screen_gflops / peak, "own_dtype_peak_gflops": screen_peak,
+            "own_dtype_peak_fraction": screen_gflops / screen_peak, "speedup_vs_sentence_transformers": screen_speedup,
+            "speedup_vs_exact_default": default_row["seconds"]["min"] / min(screen_seconds),
+            "agreement": screen_agreement,
+            "agreement_with_exact_top_k": compare_top(outputs["screen"], outputs[None], args.k),
+            "status": common.status(screen_speedup >= TARGET_SPEEDUP and screen_agreement["equal"]),
+        }
+        print(f"[search] peak part: {args.screen_dtype} screen + float32 re-score {min(screen_seconds):.2f} s, "
+              f"{screen_speedup:.2f}x sentence-transformers, equal top-{args.check_k}: {screen_agreement['equal']}")
     print(f"[search] peak part: default {default_row['peak_fraction']:.0%} of the {peak:.0f} GFLOP/s matmul peak, "
           f"sentence-transformers {st_gflops / peak:.0%}; speedup {speedup:.2f}x, equal top-{args.check_k}: "
           f"{agreement['equal']}")
@@ -210,6 +240,7 @@ def peak_fraction(args, lengths, queries_tokens, centres, generator) -> dict:
                                   "peak_fraction": st_gflops / peak},
         "speedup_vs_sentence_transformers": speedup,
         "agreement": agreement,
+        "screened": screened,
         "status": common.status(default_row["peak_fraction"] >= TARGET_PEAK_FRACTION
                                 and speedup >= TARGET_SPEEDUP and agreement["equal"]),
     }
@@ -282,6 +313,10 @@ def run(args) -> dict:
             "sentence_transformers": measured("sentence_transformers",
                                               lambda: st_evaluator_search(queries, doc_list, args.k)),
         }
+        if args.screen_dtype:
+            candidates["screened"] = measured("screened", lambda: maxsim_topk(
+                queries, corpus, k=args.k, screen_dtype=getattr(torch, args.screen_dtype)))
+            peaks["screened"] = []
         rounds = args.rounds
         if seconds_per_doc is not None:
             pair_seconds = sum(row["predicted_s"].values())
@@ -304,7 +339,13 @@ def run(args) -> dict:
             "sentence_transformers_peak_bytes": max(peaks["sentence_transformers"]),
             "agreement": compare_top(outputs["hf_projections"], outputs["sentence_transformers"], args.check_k),
         })
-        seconds_per_doc = {"hf_projections": ours / size, "sentence_transformers": theirs / size}
+        if args.screen_dtype:
+            screened = common.median(timings["screened"])
+            row.update({"screened_s": common.spread(timings["screened"]), "screened_speedup": theirs / screened,
+                        "screened_agreement": compare_top(outputs["screened"], outputs["sentence_transformers"],
+                                                          args.check_k)})
+        seconds_per_doc = {"hf_projections": ours / size, "sentence_transformers": theirs / size,
+                           **({"screened": screened / size} if args.screen_dtype else {})}
         rows.append(row)
         print(f"[search] {size:>6} docs: ours {ours:.2f} s, sentence-transformers {theirs:.2f} s, "
               f"speedup {row['speedup']:.2f}x, peak MiB {row['hf_projections_peak_bytes'] / 2**20:.0f} vs "
@@ -325,12 +366,19 @@ def run(args) -> dict:
             "status": common.status(worst >= TARGET_SPEEDUP and all(r["agreement"]["equal"] for r in measured_rows)),
             "skipped_sizes": [row["documents"] for row in rows if "skipped" in row],
         })
+        if args.screen_dtype:
+            worst_screened = min(row["screened_speedup"] for row in measured_rows)
+            equal = all(row["screened_agreement"]["equal"] for row in measured_rows)
+            summary["screened"] = {"dtype": args.screen_dtype, "min_speedup": worst_screened,
+                                   "max_speedup": max(row["screened_speedup"] for row in measured_rows),
+                                   "all_equal": equal, "status": common.status(worst_screened >= TARGET_SPEEDUP and equal)}
     return {
         "description": "exact MaxSim top-k: maxsim_topk vs sentence-transformers evaluator scoring (same embeddings)",
         "backbone_for_lengths": backbone,
         "data": {"lengths_from": args.corpus, "lengths_pool": len(lengths_pool),
                  "lengths_pool_mean": float(lengths_pool.mean()), "embeddings": "random, L2-normalised, clustered"},
-        "sizes": {"documents": args.sizes, "queries": args.queries, "query_tokens": args.query_tokens,
+        "sizes": {"documents": args.sizes, "queries": args.queries, "screen_dtype": args.screen_dtype,
+                  "query_tokens": args.query_tokens,
                   "dim": args.dim, "max_doc_tokens": args.max_doc_tokens, "k": args.k, "check_k": args.check_k,
                   "st_corpus_chunk_size": ST_CORPUS_CHUNK_SIZE},
         "memory_method": memory_method,

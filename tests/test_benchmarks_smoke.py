@@ -139,6 +139,14 @@ def test_search_quick_agrees_with_sentence_transformers(bench, tmp_path, tiny_ba
     assert [row["default"] for row in peak["rows"]] == [True] + [False] * (len(peak["rows"]) - 1)
     assert all(0 < row["peak_fraction"] for row in peak["rows"]) and peak["matmul_peak_gflops"]["peak"] > 0
     assert peak["agreement"]["equal"] and peak["status"] in ("PASS", "FAIL")
+    screened = peak["screened"]  # the bf16 screen + float32 re-score, beside the exact path
+    assert screened["dtype"] == "bfloat16" and screened["own_dtype_peak_gflops"] > 0 and screened["status"] in ("PASS", "FAIL")
+    assert screened["agreement"]["equal"] and section["summary"]["screened"]["all_equal"]
+    assert all("screened_speedup" in row for row in section["rows"])
+    from benchmarks import report
+
+    rendered = "\n".join(report.search_section(section))
+    assert "bfloat16 screen + float32 re-score" in rendered and "screened speedup" in rendered
 
 
 def test_search_skips_sizes_predicted_too_slow(bench, tmp_path, tiny_backbone, data_root):

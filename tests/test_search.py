@@ -49,6 +49,26 @@ def test_exact_search_matches_naive(chunk_size, query_batch_size, k, max_block_s
     assert scores.shape == (11, min(k, 37))  # k larger than the corpus is clamped
 
 
+@pytest.mark.parametrize("dense", [False, True])
+def test_screened_search_returns_exact_scores(dense):
+    """A bf16 screen then a float32 re-score: the scores are exact (a bf16 score is off by ~1e-2), and with this
+    margin the same documents come back; excluded documents stay out, and -1 pads a short result."""
+    if dense:
+        generator = torch.Generator().manual_seed(3)
+        queries = torch.nn.functional.normalize(torch.randn(6, 16, generator=generator), dim=-1)
+        documents = torch.nn.functional.normalize(torch.randn(200, 16, generator=generator), dim=-1)
+        reference = queries.double() @ documents.double().T
+    else:
+        queries, documents = random_embeddings(6, 6, seed=3), random_embeddings(200, 12, seed=4)
+        reference = naive_maxsim(queries, documents)
+    scores, indices = maxsim_topk(queries, documents, k=5, screen_dtype=torch.bfloat16)
+    assert_same_topk(scores, indices, reference, 5)
+    exclude = [[int(reference[0].argmax())], [], [], [], [], list(range(198))]
+    scores, indices = maxsim_topk(queries, documents, k=5, exclude=exclude, screen_dtype=torch.bfloat16)
+    assert int(reference[0].argmax()) not in indices[0].tolist()
+    assert indices[5, 2:].eq(-1).all() and torch.isinf(scores[5, 2:]).all() and set(indices[5, :2].tolist()) == {198, 199}
+
+
 def test_encoded_corpus_input_and_half_storage():
     queries = random_embeddings(6, 8, seed=3)
     documents = random_embeddings(29, 15, seed=4)

@@ -34,6 +34,8 @@ Embeddings = Sequence[torch.Tensor] | torch.Tensor | EncodedCorpus
 QUERY_COLUMNS = 1024
 # Floats of one gathered document chunk (16 MiB in float32); the top-k is merged once per chunk.
 CHUNK_FLOATS = 2**22
+# A screened search keeps max(2k, k + SCREEN_MARGIN) candidates from the low-precision pass for the exact re-score.
+SCREEN_MARGIN = 50
 
 
 @contextlib.contextmanager
@@ -124,6 +126,7 @@ def maxsim_topk(
     compute_dtype: torch.dtype = torch.float32,
     device: str | torch.device | None = None,
     max_block_scores: int | None = None,
+    screen_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact top-``k`` documents for every query by MaxSim (multi-vector) or dot product (dense).
 
@@ -141,6 +144,10 @@ def maxsim_topk(
         device: where to score (default: where the corpus tensor lives).
         max_block_scores: floats of one similarity block ``(docs * width, q_batch * Tq)``, the matmul whose
             max is taken while it is still in cache; None picks ``default_block_scores(device)``.
+        screen_dtype: opt-in two-pass search: score every document in this dtype (``torch.bfloat16``: about twice
+            the matmul speed on a CPU with AVX512-BF16 or AMX), keep the best ``max(2k, k + 50)``, and re-score those
+            in float32. The scores returned are then exact, but a document that the low-precision pass ranks below
+            the candidates is lost: measure (``benchmarks/search.py``) before relying on identical results.
 
     Returns:
         ``scores`` ``(n_q, k)`` float32, best first, and ``indices`` ``(n_q, k)`` int64 positions in
@@ -171,6 +178,11 @@ def maxsim_topk(
         if size is not None:
             positive_int(name, size)
     k = min(k, n_d)
+    if screen_dtype is not None:
+        _, candidates = maxsim_topk(queries, corpus, k=min(n_d, max(2 * k, k + SCREEN_MARGIN)), chunk_size=chunk_size,
+                                    query_batch_size=query_batch_size, exclude=exclude, compute_dtype=screen_dtype,
+                                    device=device, max_block_scores=max_block_scores)
+        return _rescore(queries, corpus, candidates, k)
     device = torch.device(device) if device is not None else corpus.embeddings.device
     excluded = _exclusion_plan(exclude, n_q, n_d)
     if n_q == 0:
@@ -228,6 +240,17 @@ def maxsim_topk(
     scores_out[query_order.to(device)] = best_scores
     indices_out[query_order.to(device)] = best_indices
     return scores_out.cpu(), indices_out.cpu()
+
+
+def _rescore(queries: list[torch.Tensor], corpus: EncodedCorpus, candidates: torch.Tensor, k: int):
+    """Exact float32 top-``k`` of each query among its candidate documents `(n_q, n_candidates)` (``-1`` = none):
+    ``(scores, indices)`` `(n_q, k)` as ``maxsim_topk`` returns them."""
+    scores = torch.full((len(queries), k), float("-inf"))
+    indices = torch.full((len(queries), k), -1, dtype=torch.int64)
+    for row, (query, candidate_row) in enumerate(zip(queries, candidates)):
+        top_scores, top_indices = maxsim_rerank(query, corpus, candidate_row[candidate_row >= 0], k)
+        scores[row, : len(top_scores)], indices[row, : len(top_indices)] = top_scores, top_indices
+    return scores, indices
 
 
 def default_block_scores(device: torch.device) -> int:
