@@ -173,14 +173,14 @@ def search_section(section: dict) -> list[str]:
                          "", "", "", "", "", "", ""])
             continue
         agreement = row["agreement"]
-        screened = ([f"{row['screened_s']['median']:.2f}", f"**{row['screened_speedup']:.2f}x**",
-                     f"{row['screened_agreement']['same_top_set']}/{row['screened_agreement']['queries']}"]
-                    if "screened_s" in row else [])
+        screened_cells = ([f"{row['screened_s']['median']:.2f}", f"**{row['screened_speedup']:.2f}x**",
+                           f"{row['screened_agreement']['same_top_set']}/{row['screened_agreement']['queries']}"]
+                          if "screened_s" in row else [])
         rows.append([f"{row['documents']:,}", f"{row['doc_tokens_total']:,}", f"{row['hf_projections_s']['median']:.2f}",
                      f"{row['sentence_transformers_s']['median']:.2f}", f"{row['hf_projections_qps']:.1f}",
                      f"{row['sentence_transformers_qps']:.1f}", f"**{row['speedup']:.2f}x**",
                      _mib(row["hf_projections_peak_bytes"]), _mib(row["sentence_transformers_peak_bytes"]),
-                     f"{agreement['same_top_set']}/{agreement['queries']}", *screened])
+                     f"{agreement['same_top_set']}/{agreement['queries']}", *screened_cells])
     screen_headers = (["screened s", "screened speedup", f"screened equal top-{sizes['check_k']}"]
                       if sizes.get("screen_dtype") else [])
     lines += _table(["docs", "doc tokens", "ours s", "ST s", "ours q/s", "ST q/s", "speedup", "ours peak MiB",

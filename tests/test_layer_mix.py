@@ -10,7 +10,7 @@ import pytest
 import torch
 from transformers import AutoModel
 
-from hf_projections.heads.layer_mix import ConcatLayers, ScalarMix, build_layer_mix, describe_head_input
+from hf_projections.heads.layer_mix import ConcatLayers, ScalarMix, build_layer_mix, describe_head_input, describe_layer_mix
 from hf_projections.modeling import ColBERTModel, DenseEmbeddingModel, ProjectionConfig
 
 TEXTS = ["the cat sat on the mat", "genes and proteins", "a river runs through it"]
@@ -34,6 +34,7 @@ def test_scalar_mix_starts_as_the_mean_and_concat_stacks_features():
 def test_head_input_description_names_the_layers_or_the_last_one():
     assert describe_head_input(None, None) == describe_head_input([-1], "scalar") == "the last layer"
     assert describe_head_input((-1, -2), "concat") == "layers -1, -2 (concat mix)"
+    assert describe_layer_mix([-1], "scalar") == "layers -1 (scalar mix)"  # a saved one-layer mix is a mix
 
 
 @pytest.mark.parametrize("mix", ["scalar", "concat"])

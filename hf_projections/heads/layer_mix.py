@@ -67,11 +67,17 @@ def build_layer_mix(kind: str, n_layers: int) -> nn.Module:
     raise ValueError(f"layer_mix must be one of {', '.join(LAYER_MIXES)}, got {kind!r}")
 
 
+def describe_layer_mix(layers, kind: str) -> str:
+    """A layer mix in words: ``"layers -1, -2, -3 (scalar mix)"``."""
+    return f"layers {', '.join(map(str, layers))} ({kind} mix)"
+
+
 def describe_head_input(layers, kind: str | None) -> str:
-    """A head input in words: ``"layers -1, -2, -3 (scalar mix)"``, or ``"the last layer"`` for ``None`` / ``[-1]``."""
+    """A training head input in words: :func:`describe_layer_mix`, or ``"the last layer"`` for ``None`` and for
+    ``[-1]`` (the arguments' way to ask for the last layer alone)."""
     if not layers or list(layers) == [-1]:
         return "the last layer"
-    return f"layers {', '.join(map(str, layers))} ({kind} mix)"
+    return describe_layer_mix(layers, kind)
 
 
 def layer_mix_width(kind: str, n_layers: int, hidden_size: int) -> int:

@@ -30,7 +30,7 @@ from huggingface_hub import HfApi, ModelCard, ModelCardData
 
 from hf_projections.heads import PRESETS, describe, resolve_spec
 from hf_projections.atomic import atomic_write_text
-from hf_projections.heads.layer_mix import describe_head_input
+from hf_projections.heads.layer_mix import describe_layer_mix
 
 TEMPLATE_NAME = "model_card_template.md"
 TAGS = ("hf-projections", "sentence-transformers", "feature-extraction")
@@ -206,12 +206,13 @@ def push_to_hub(model, repo_id: str, *, training: dict | None = None, evaluation
 
 
 def _head_input(model) -> str | None:
-    """What the head reads when it is not the last layer alone: ``"layers -1, -2, -3 (scalar mix), 4 parameters"``."""
+    """What the head reads when it is not the last layer alone: ``"backbone layers -1, -2, -3 (scalar mix), 4 mix
+    parameters"``. A saved config's ``[-1]`` is a real one-layer mix, so it is described as one."""
     layers = getattr(model.config, "projection_layers", None)
     if not layers:
         return None
     params = sum(p.numel() for p in model.layer_mix.parameters()) if getattr(model, "layer_mix", None) else 0
-    return f"backbone {describe_head_input(layers, model.config.layer_mix)}, {params} mix parameters"
+    return f"backbone {describe_layer_mix(layers, model.config.layer_mix)}, {params} mix parameters"
 
 
 def _check_training(training) -> dict:
